@@ -1,0 +1,124 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+Tests for C{twist mqtt}: the options, the service they build, and the plugin as a
+user meets it after C{pip install .}.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from mqttbroker import tap
+from mqttbroker.codec import MAX_PACKET_SIZE
+
+
+def _parse(*argv: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """Command-line parsing."""
+
+    def test_defaults(self) -> None:
+        """With no options the broker listens on TCP 1883 with protocol-maximum packets."""
+        options = _parse()
+        self.assertEqual(options.endpoint_descriptions(), ["tcp:1883"])
+        self.assertEqual(options["max-packet-size"], MAX_PACKET_SIZE)
+        self.assertEqual(options["connect-timeout"], 10.0)
+
+    def test_port(self) -> None:
+        """--port N listens on TCP N."""
+        self.assertEqual(_parse("--port", "2883").endpoint_descriptions(), ["tcp:2883"])
+
+    def test_listen_repeatable(self) -> None:
+        """--listen repeats, and replaces the default port unless --port is given too."""
+        options = _parse("--listen", "tcp:1:interface=127.0.0.1", "--listen", "unix:/tmp/m")
+        self.assertEqual(
+            options.endpoint_descriptions(), ["tcp:1:interface=127.0.0.1", "unix:/tmp/m"]
+        )
+        options = _parse("--port", "5", "--listen", "unix:/tmp/m")
+        self.assertEqual(options.endpoint_descriptions(), ["tcp:5", "unix:/tmp/m"])
+
+    def test_bad_values(self) -> None:
+        """Nonsense values are usage errors, not tracebacks."""
+        for argv in (
+            ["--port", "70000"],
+            ["--port", "x"],
+            ["--max-packet-size", "0"],
+            ["--connect-timeout", "-1"],
+        ):
+            with self.subTest(argv=argv):
+                self.assertRaises(usage.UsageError, _parse, *argv)
+
+    def test_make_service(self) -> None:
+        """makeService builds one listening service per endpoint description."""
+        service = tap.makeService(
+            _parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0")
+        )
+        children = list(service)  # type: ignore[call-overload]
+        self.assertEqual(len(children), 2)
+        factory = children[0].factory
+        self.assertEqual(factory.max_packet_size, MAX_PACKET_SIZE)
+
+    def test_make_service_listens(self) -> None:
+        """The built service really listens when started, and stops cleanly."""
+        service = tap.makeService(_parse("--listen", "tcp:0:interface=127.0.0.1"))
+        service.startService()
+        try:
+            [child] = list(service)  # type: ignore[call-overload]
+            port = self.successResultOf(child._waitingForPort)
+            self.assertTrue(port.getHost().port > 0)
+        finally:
+            self.successResultOf(service.stopService())
+
+
+class PluginTests(SynchronousTestCase):
+    """The plugin dropin."""
+
+    def test_plugin_found(self) -> None:
+        """Twisted's plugin system finds a service maker named mqtt."""
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertIn("mqtt", makers)
+        self.assertIs(makers["mqtt"].options, tap.Options)
+
+    def _installed(self, *argv: str) -> str:
+        """Run `python -m twisted ARGV` outside the source tree, as an installed user."""
+        with tempfile.TemporaryDirectory() as directory:
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            probe = subprocess.run(
+                [sys.executable, "-c", "import mqttbroker"],
+                cwd=directory,
+                env=env,
+                capture_output=True,
+            )
+            if probe.returncode:
+                raise SkipTest("mqttbroker is not installed in this interpreter (run via tox)")
+            result = subprocess.run(
+                [sys.executable, "-m", "twisted", *argv],
+                cwd=directory,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        return result.stdout + result.stderr
+
+    def test_installed_twist_lists_mqtt(self) -> None:
+        """After installation, `twist --help` lists the mqtt command."""
+        self.assertRegex(self._installed("--help"), r"\n\s+mqtt\s+An MQTT")
+
+    def test_installed_help_documents_options(self) -> None:
+        """`twist mqtt --help` documents every option."""
+        output = self._installed("mqtt", "--help")
+        for option in ("--port", "--listen", "--max-packet-size", "--connect-timeout"):
+            self.assertIn(option, output)
