@@ -26,7 +26,9 @@ def skips_are_failures() -> bool:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, Any, Any]:
     report = yield
     if report.skipped and skips_are_failures() and not hasattr(report, "wasxfail"):
         report.outcome = "failed"

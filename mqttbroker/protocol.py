@@ -143,7 +143,7 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
 
 
-class MQTTServerFactory(Factory):
+class MQTTServerFactory(Factory[MQTTServerProtocol]):
     """
     Builds L{MQTTServerProtocol}s and holds the limits they share.
 
@@ -152,8 +152,6 @@ class MQTTServerFactory(Factory):
     @ivar clock: the time source for timeouts (the reactor unless a test gives a
         L{twisted.internet.task.Clock}).
     """
-
-    protocol = MQTTServerProtocol
 
     def __init__(
         self,
@@ -164,10 +162,12 @@ class MQTTServerFactory(Factory):
         self.max_packet_size = max_packet_size
         self.connect_timeout = connect_timeout
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+            from twisted.internet import reactor  # noqa: PLC0415 (installed late)
 
-    def buildProtocol(self, addr: IAddress) -> MQTTServerProtocol:
+            clock = reactor
+        self.clock: IReactorTime = clock
+
+    def buildProtocol(self, addr: IAddress | None) -> MQTTServerProtocol:
         protocol = MQTTServerProtocol()
         protocol.factory = self
         protocol.callLater = self.clock.callLater  # type: ignore[assignment]

@@ -62,9 +62,7 @@ class HandshakeTests(SynchronousTestCase):
         """PINGREQ is answered with PINGRESP."""
         proto, transport, _ = _connected()
         proto.dataReceived(encode(Connect("c", 4), 4) + encode(Pingreq(), 4))
-        self.assertEqual(
-            decode_all(transport.value(), 4), [Connack(False, 0), Pingresp()]
-        )
+        self.assertEqual(decode_all(transport.value(), 4), [Connack(False, 0), Pingresp()])
 
     def test_disconnect_closes(self) -> None:
         """DISCONNECT makes the server close the connection."""

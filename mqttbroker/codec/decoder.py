@@ -12,6 +12,7 @@ reason code to answer with; nothing else escapes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from mqttbroker.codec.packets import (
     Auth,
@@ -67,70 +68,111 @@ _SUBACK_V3_CODES = frozenset((0x00, 0x01, 0x02, 0x80))
 _BodyDecoder = Callable[[bytes, int, int, int, int], Packet]
 
 
+def _read_byte(data: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    if pos >= end:
+        raise malformed(f"{what}: truncated")
+    return data[pos], pos + 1
+
+
+def _read_string_pair(data: bytes, pos: int, end: int, what: str) -> tuple[tuple[str, str], int]:
+    name, pos = read_string(data, pos, end, f"{what} name")
+    value, pos = read_string(data, pos, end, f"{what} value")
+    return (name, value), pos
+
+
+_READERS: dict[PropertyType, Callable[[bytes, int, int, str], tuple[Any, int]]] = {
+    PropertyType.BYTE: _read_byte,
+    PropertyType.TWO_BYTE_INTEGER: read_u16,
+    PropertyType.FOUR_BYTE_INTEGER: read_u32,
+    PropertyType.VARIABLE_BYTE_INTEGER: read_varint,
+    PropertyType.UTF8_STRING: read_string,
+    PropertyType.BINARY: read_binary,
+    PropertyType.UTF8_STRING_PAIR: _read_string_pair,
+}
+
+#: Per identifier, what the property loop needs, looked up once:
+#: (key, allowed contexts, reader, boolean, nonzero, repeatable contexts, label).
+_PROPERTY_TABLE: dict[
+    int,
+    tuple[
+        PropertyId,
+        frozenset[int],
+        Callable[[bytes, int, int, str], tuple[Any, int]],
+        bool,
+        bool,
+        frozenset[int],
+        str,
+    ],
+] = {
+    ident: (
+        spec.identifier,
+        spec.packets,
+        _READERS[spec.type],
+        spec.boolean,
+        spec.nonzero,
+        spec.repeatable,
+        f"property {spec.identifier.name}",
+    )
+    for ident, spec in PROPERTY_SPECS.items()
+}
+
+
 def _decode_properties(
     data: bytes, pos: int, end: int, context: int, name: str
 ) -> tuple[Properties, int]:
     """
     The property list at C{pos}: its length, then identifier/value pairs.
 
-    C{context} is the packet type (or L{WILL_PROPERTIES}) whose rules apply.
+    C{context} is the packet type (or L{WILL_PROPERTIES}) whose rules apply; C{name}
+    prefixes error messages.
     """
-    length, pos = read_varint(data, pos, end, f"{name} property length")
-    stop = pos + length
-    if stop > end:
-        raise malformed(f"{name} property length runs past the end of the packet")
-    props: Properties = {}
-    specs = PROPERTY_SPECS
-    while pos < stop:
-        ident, pos = read_varint(data, pos, stop, f"{name} property identifier")
-        spec = specs.get(ident)
-        if spec is None:
-            raise malformed(f"{name}: unknown property identifier 0x{ident:02X}")
-        key = spec.identifier
-        if context not in spec.packets:
-            raise malformed(f"{name}: property {key.name} is not allowed here")
-        what = f"{name} property {key.name}"
-        kind = spec.type
-        value: int | str | bytes | tuple[str, str]
-        if kind == PropertyType.BYTE:
-            if pos >= stop:
-                raise malformed(f"{what}: truncated")
-            value = data[pos]
-            pos += 1
-        elif kind == PropertyType.FOUR_BYTE_INTEGER:
-            value, pos = read_u32(data, pos, stop, what)
-        elif kind == PropertyType.TWO_BYTE_INTEGER:
-            value, pos = read_u16(data, pos, stop, what)
-        elif kind == PropertyType.UTF8_STRING:
-            value, pos = read_string(data, pos, stop, what)
-        elif kind == PropertyType.BINARY:
-            value, pos = read_binary(data, pos, stop, what)
-        elif kind == PropertyType.VARIABLE_BYTE_INTEGER:
-            value, pos = read_varint(data, pos, stop, what)
-        else:
-            pair_name, pos = read_string(data, pos, stop, f"{what} name")
-            pair_value, pos = read_string(data, pos, stop, f"{what} value")
-            value = (pair_name, pair_value)
-        if spec.boolean and value not in (0, 1):
-            raise protocol_error(f"{what}: value {value!r} is neither 0 nor 1")
-        if spec.nonzero and value == 0:
-            if key is _TOPIC_ALIAS:
-                raise RemoteProtocolError(
-                    ReasonCode.TOPIC_ALIAS_INVALID, f"{what}: a topic alias of 0 is not allowed"
-                )
-            raise protocol_error(f"{what}: a value of 0 is not allowed")
-        if spec.repeatable:
-            existing = props.get(key)
-            if existing is None:
-                props[key] = [value]  # type: ignore[assignment]
-            elif context in spec.repeatable:
-                existing.append(value)  # type: ignore[union-attr,arg-type]
+    if pos < end and data[pos] == 0:
+        return {}, pos + 1
+    try:
+        length, pos = read_varint(data, pos, end, "property length")
+        stop = pos + length
+        if stop > end:
+            raise malformed("property length runs past the end of the packet")
+        props: Properties = {}
+        table = _PROPERTY_TABLE
+        while pos < stop:
+            ident = data[pos]
+            if ident < 0x80:
+                pos += 1
             else:
-                raise protocol_error(f"{what}: may appear only once here")
-        else:
-            if key in props:
-                raise protocol_error(f"{what}: may appear only once")
-            props[key] = value  # type: ignore[assignment]
+                ident, pos = read_varint(data, pos, stop, "property identifier")
+            entry = table.get(ident)
+            if entry is None:
+                raise malformed(f"unknown property identifier 0x{ident:02X}")
+            key, contexts, reader, boolean, nonzero, repeatable, label = entry
+            if context not in contexts:
+                raise malformed(f"{label} is not allowed here")
+            value, pos = reader(data, pos, stop, label)
+            if boolean and value not in (0, 1):
+                raise protocol_error(f"{label}: value {value!r} is neither 0 nor 1")
+            if nonzero and value == 0:
+                if key is _TOPIC_ALIAS:
+                    raise RemoteProtocolError(
+                        ReasonCode.TOPIC_ALIAS_INVALID,
+                        f"{label}: a topic alias of 0 is not allowed",
+                    )
+                raise protocol_error(f"{label}: a value of 0 is not allowed")
+            if repeatable:
+                existing = props.get(key)
+                if existing is None:
+                    props[key] = [value]
+                elif context in repeatable:
+                    existing.append(value)  # type: ignore[union-attr]
+                else:
+                    raise protocol_error(f"{label}: may appear only once here")
+            elif key in props:
+                raise protocol_error(f"{label}: may appear only once")
+            else:
+                props[key] = value
+    except RemoteProtocolError as error:
+        error.message = f"{name} {error.message}"
+        error.args = (error.reason_code, error.message)
+        raise
     return props, stop
 
 
@@ -349,7 +391,9 @@ def _decode_subscribe(data: bytes, first: int, pos: int, end: int, level: int) -
             )
         qos = options & 0x03
         if qos == 3:
-            raise malformed(f"SUBSCRIBE: QoS 3 requested for {topic_filter!r}")
+            # 3.1.1 [MQTT-3-8.3-4] calls this malformed; 5.0 (3.8.3.1) a protocol error.
+            fault = protocol_error if level == 5 else malformed
+            raise fault(f"SUBSCRIBE: QoS 3 requested for {topic_filter!r}")
         retain_handling = (options >> 4) & 0x03
         if retain_handling == 3:
             raise protocol_error(f"SUBSCRIBE: retain handling 3 for {topic_filter!r}")
@@ -391,9 +435,7 @@ def _decode_unsubscribe(data: bytes, first: int, pos: int, end: int, level: int)
     if not packet_id:
         raise protocol_error("UNSUBSCRIBE: packet identifier 0 [MQTT-2.2.1-3]")
     if level == 5:
-        properties, pos = _decode_properties(
-            data, pos, end, PacketType.UNSUBSCRIBE, "UNSUBSCRIBE"
-        )
+        properties, pos = _decode_properties(data, pos, end, PacketType.UNSUBSCRIBE, "UNSUBSCRIBE")
     else:
         properties = {}
     filters = []
@@ -505,7 +547,7 @@ class Decoder:
     @ivar protocol_level: 3, 4 or 5, or None until a CONNECT has been decoded.
     """
 
-    __slots__ = ("max_packet_size", "protocol_level", "_pending", "_pending_len", "_need", "_error")
+    __slots__ = ("_error", "_need", "_pending", "_pending_len", "max_packet_size", "protocol_level")
 
     def __init__(
         self, max_packet_size: int = MAX_PACKET_SIZE, protocol_level: int | None = None
@@ -563,8 +605,7 @@ class Decoder:
                 ptype = first >> 4
                 if level is None and ptype != 1:
                     raise protocol_error(
-                        f"the first packet must be CONNECT, not packet type {ptype} "
-                        "[MQTT-3.1.0-1]"
+                        f"the first packet must be CONNECT, not packet type {ptype} [MQTT-3.1.0-1]"
                     )
                 if pos + 1 >= size:
                     self._stash(data[pos:], 2)
@@ -580,8 +621,7 @@ class Decoder:
                 if end - pos > max_size:
                     raise RemoteProtocolError(
                         ReasonCode.PACKET_TOO_LARGE,
-                        f"packet of {end - pos} bytes is larger than the maximum of "
-                        f"{max_size}",
+                        f"packet of {end - pos} bytes is larger than the maximum of {max_size}",
                     )
                 if end > size:
                     self._stash(data[pos:], end - pos)

@@ -105,6 +105,10 @@ def _encode_value(kind: PropertyType, value: Any, what: str) -> bytes:
     return write_string(name, f"{what} name") + write_string(pair_value, f"{what} value")
 
 
+_LABELS = {ident: f"property {spec.identifier.name}" for ident, spec in PROPERTY_SPECS.items()}
+_IDENTS = {ident: write_varint(ident) for ident in PROPERTY_SPECS}
+
+
 def encode_properties(properties: Properties, context: int, name: str) -> bytes:
     """
     A property list with its length prefix, checked against the property table for
@@ -114,27 +118,35 @@ def encode_properties(properties: Properties, context: int, name: str) -> bytes:
     if not properties:
         return b"\x00"
     out = []
-    for key, value in properties.items():
-        spec = PROPERTY_SPECS.get(key)
-        if spec is None:
-            raise _refuse(f"{name}: unknown property identifier {key!r}")
-        what = f"{name} property {spec.identifier.name}"
-        if context not in spec.packets:
-            raise _refuse(f"{what} is not allowed here")
-        values = value if spec.repeatable else (value,)
-        if spec.repeatable:
-            if not isinstance(value, list):
-                raise _refuse(f"{what}: must be a list")
-            if len(value) > 1 and context not in spec.repeatable:
-                raise _refuse(f"{what}: may appear only once here", _PROTOCOL_ERROR)
-        ident = write_varint(spec.identifier)
-        for item in values:
-            if spec.boolean and item not in (0, 1):
-                raise _refuse(f"{what}: {item!r} is neither 0 nor 1", _PROTOCOL_ERROR)
-            if spec.nonzero and item == 0:
-                raise _refuse(f"{what}: 0 is not allowed", _PROTOCOL_ERROR)
-            out.append(ident)
-            out.append(_encode_value(spec.type, item, what))
+    try:
+        for key, value in properties.items():
+            spec = PROPERTY_SPECS.get(key)
+            if spec is None:
+                raise _refuse(f"unknown property identifier {key!r}")
+            label = _LABELS[key]
+            if context not in spec.packets:
+                raise _refuse(f"{label} is not allowed here")
+            if spec.repeatable:
+                if not isinstance(value, list):
+                    raise _refuse(f"{label}: must be a list")
+                if len(value) > 1 and context not in spec.repeatable:
+                    raise _refuse(f"{label}: may appear only once here", _PROTOCOL_ERROR)
+                values = value
+            else:
+                values = (value,)  # type: ignore[assignment]
+            ident = _IDENTS[key]
+            kind = spec.type
+            for item in values:
+                if spec.boolean and item not in (0, 1):
+                    raise _refuse(f"{label}: {item!r} is neither 0 nor 1", _PROTOCOL_ERROR)
+                if spec.nonzero and item == 0:
+                    raise _refuse(f"{label}: 0 is not allowed", _PROTOCOL_ERROR)
+                out.append(ident)
+                out.append(_encode_value(kind, item, label))
+    except LocalProtocolError as error:
+        error.message = f"{name} {error.message}"
+        error.args = (error.reason_code, error.message)
+        raise
     body = b"".join(out)
     return write_varint(len(body)) + body
 
@@ -253,7 +265,7 @@ def _make_publish_response_encoder(ptype: PacketType) -> Callable[[Any, int], by
     allowed = ALLOWED_REASON_CODES[ptype]
 
     def encode_response(packet: Any, level: int) -> bytes:
-        pid = packet.packet_id
+        pid: int = packet.packet_id
         if pid is None or not 1 <= pid <= 0xFFFF:
             _packet_id(pid, name)
         code = packet.reason_code
@@ -317,7 +329,9 @@ def _encode_suback(packet: Suback, level: int) -> bytes:
         body = (
             pid
             + encode_properties(packet.properties, PacketType.SUBACK, "SUBACK")
-            + _reason_code_list("SUBACK", packet.reason_codes, ALLOWED_REASON_CODES[PacketType.SUBACK])
+            + _reason_code_list(
+                "SUBACK", packet.reason_codes, ALLOWED_REASON_CODES[PacketType.SUBACK]
+            )
         )
     else:
         _no_v5_fields("SUBACK", packet.properties)
@@ -328,9 +342,7 @@ def _encode_suback(packet: Suback, level: int) -> bytes:
 def _encode_unsubscribe(packet: Unsubscribe, level: int) -> bytes:
     parts = [_packet_id(packet.packet_id, "UNSUBSCRIBE")]
     if level == 5:
-        parts.append(
-            encode_properties(packet.properties, PacketType.UNSUBSCRIBE, "UNSUBSCRIBE")
-        )
+        parts.append(encode_properties(packet.properties, PacketType.UNSUBSCRIBE, "UNSUBSCRIBE"))
     else:
         _no_v5_fields("UNSUBSCRIBE", packet.properties)
     if not packet.topic_filters:
@@ -422,7 +434,8 @@ def encode(packet: Packet, protocol_level: int) -> bytes:
         encoder = _ENCODERS[type(packet)]
     except KeyError:
         raise TypeError(f"{packet!r} is not an MQTT packet") from None
-    return encoder(packet, protocol_level)
+    data: bytes = encoder(packet, protocol_level)
+    return data
 
 
 class EncodedPublish:
@@ -438,7 +451,7 @@ class EncodedPublish:
     @ivar size: the size of the whole packet on the wire.
     """
 
-    __slots__ = ("qos", "size", "_first", "_head", "_tail", "_whole")
+    __slots__ = ("_first", "_head", "_tail", "_whole", "qos", "size")
 
     def __init__(self, packet: Publish, protocol_level: int) -> None:
         if protocol_level not in (3, 4, 5):

@@ -13,7 +13,6 @@ in wire order; User Property values are C{(name, value)} tuples.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Union
 
 from mqttbroker.codec.reason_codes import PacketType
 
@@ -73,7 +72,7 @@ class PropertyType(IntEnum):
 
 #: A property value: an int, a str, bytes, or for repeatable properties a list of
 #: ints or of (name, value) string pairs.
-PropertyValue = Union[int, str, bytes, list[int], list[tuple[str, str]]]
+PropertyValue = int | str | bytes | list[int] | list[tuple[str, str]]
 Properties = dict[PropertyId, PropertyValue]
 
 #: Pseudo packet type for the Will Properties of a CONNECT payload.
@@ -92,7 +91,7 @@ class PropertySpec:
     @ivar nonzero: a value of 0 is a Protocol Error.
     """
 
-    __slots__ = ("identifier", "type", "packets", "repeatable", "boolean", "nonzero")
+    __slots__ = ("boolean", "identifier", "nonzero", "packets", "repeatable", "type")
 
     def __init__(
         self,
@@ -120,8 +119,21 @@ _T = PropertyType
 _I = PropertyId
 _W = WILL_PROPERTIES
 (
-    CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, SUBACK,
-    UNSUBSCRIBE, UNSUBACK, _PINGREQ, _PINGRESP, DISCONNECT, AUTH,
+    CONNECT,
+    CONNACK,
+    PUBLISH,
+    PUBACK,
+    PUBREC,
+    PUBREL,
+    PUBCOMP,
+    SUBSCRIBE,
+    SUBACK,
+    UNSUBSCRIBE,
+    UNSUBACK,
+    _PINGREQ,
+    _PINGRESP,
+    DISCONNECT,
+    AUTH,
 ) = tuple(PacketType)
 
 
@@ -139,8 +151,20 @@ def _spec(
 
 
 _ALL_USER_PROPERTY_PACKETS = (
-    CONNECT, CONNACK, PUBLISH, _W, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE,
-    SUBACK, UNSUBSCRIBE, UNSUBACK, DISCONNECT, AUTH,
+    CONNECT,
+    CONNACK,
+    PUBLISH,
+    _W,
+    PUBACK,
+    PUBREC,
+    PUBREL,
+    PUBCOMP,
+    SUBSCRIBE,
+    SUBACK,
+    UNSUBSCRIBE,
+    UNSUBACK,
+    DISCONNECT,
+    AUTH,
 )
 
 #: The table, indexed by identifier.
@@ -153,8 +177,12 @@ PROPERTY_SPECS: dict[int, PropertySpec] = {
         _spec(_I.RESPONSE_TOPIC, _T.UTF8_STRING, PUBLISH, _W),
         _spec(_I.CORRELATION_DATA, _T.BINARY, PUBLISH, _W),
         _spec(
-            _I.SUBSCRIPTION_IDENTIFIER, _T.VARIABLE_BYTE_INTEGER, PUBLISH, SUBSCRIBE,
-            repeatable=(PUBLISH,), nonzero=True,
+            _I.SUBSCRIPTION_IDENTIFIER,
+            _T.VARIABLE_BYTE_INTEGER,
+            PUBLISH,
+            SUBSCRIBE,
+            repeatable=(PUBLISH,),
+            nonzero=True,
         ),
         _spec(_I.SESSION_EXPIRY_INTERVAL, _T.FOUR_BYTE_INTEGER, CONNECT, CONNACK, DISCONNECT),
         _spec(_I.ASSIGNED_CLIENT_IDENTIFIER, _T.UTF8_STRING, CONNACK),
@@ -167,8 +195,17 @@ PROPERTY_SPECS: dict[int, PropertySpec] = {
         _spec(_I.RESPONSE_INFORMATION, _T.UTF8_STRING, CONNACK),
         _spec(_I.SERVER_REFERENCE, _T.UTF8_STRING, CONNACK, DISCONNECT),
         _spec(
-            _I.REASON_STRING, _T.UTF8_STRING, CONNACK, PUBACK, PUBREC, PUBREL, PUBCOMP,
-            SUBACK, UNSUBACK, DISCONNECT, AUTH,
+            _I.REASON_STRING,
+            _T.UTF8_STRING,
+            CONNACK,
+            PUBACK,
+            PUBREC,
+            PUBREL,
+            PUBCOMP,
+            SUBACK,
+            UNSUBACK,
+            DISCONNECT,
+            AUTH,
         ),
         _spec(_I.RECEIVE_MAXIMUM, _T.TWO_BYTE_INTEGER, CONNECT, CONNACK, nonzero=True),
         _spec(_I.TOPIC_ALIAS_MAXIMUM, _T.TWO_BYTE_INTEGER, CONNECT, CONNACK),
@@ -176,7 +213,9 @@ PROPERTY_SPECS: dict[int, PropertySpec] = {
         _spec(_I.MAXIMUM_QOS, _T.BYTE, CONNACK, boolean=True),
         _spec(_I.RETAIN_AVAILABLE, _T.BYTE, CONNACK, boolean=True),
         _spec(
-            _I.USER_PROPERTY, _T.UTF8_STRING_PAIR, *_ALL_USER_PROPERTY_PACKETS,
+            _I.USER_PROPERTY,
+            _T.UTF8_STRING_PAIR,
+            *_ALL_USER_PROPERTY_PACKETS,
             repeatable=_ALL_USER_PROPERTY_PACKETS,
         ),
         _spec(_I.MAXIMUM_PACKET_SIZE, _T.FOUR_BYTE_INTEGER, CONNECT, CONNACK, nonzero=True),
