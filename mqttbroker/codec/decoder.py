@@ -554,6 +554,8 @@ class Decoder:
     ) -> None:
         if protocol_level not in (None, 3, 4, 5):
             raise ValueError(f"protocol level {protocol_level!r} is not 3, 4, 5 or None")
+        if max_packet_size < 2:
+            raise ValueError(f"maximum packet size {max_packet_size} is below 2 bytes")
         self.max_packet_size = max_packet_size
         self.protocol_level = protocol_level
         self._pending: list[bytes] = []
@@ -615,6 +617,17 @@ class Decoder:
                 if length >= 0x80:
                     length, body = _remaining_length(data, pos + 1, size)
                     if body < 0:
+                        # The length is still arriving; what has come sets a lower
+                        # bound (the missing last byte is at least 1), so a packet
+                        # that must be too large is refused now.
+                        digits = size - pos - 1
+                        smallest = 1 + digits + 1 + length + (1 << (7 * digits))
+                        if smallest > max_size:
+                            raise RemoteProtocolError(
+                                ReasonCode.PACKET_TOO_LARGE,
+                                f"packet of at least {smallest} bytes is larger than the "
+                                f"maximum of {max_size}",
+                            )
                         self._stash(data[pos:], size - pos + 1)
                         return
                 end = body + length
@@ -646,8 +659,8 @@ class Decoder:
 
 def _remaining_length(data: bytes, pos: int, size: int) -> tuple[int, int]:
     """
-    The Remaining Length starting at C{pos}, and where the body starts; C{(0, -1)}
-    when C{data} ends before the length does.
+    The Remaining Length starting at C{pos}, and where the body starts; when C{data}
+    ends before the length does, the value of the digits so far and -1.
     """
     value = 0
     shift = 0
@@ -663,7 +676,7 @@ def _remaining_length(data: bytes, pos: int, size: int) -> tuple[int, int]:
         shift += 7
         if shift == 28:
             raise malformed("remaining length longer than four bytes")
-    return 0, -1
+    return value, -1
 
 
 def decode_all(
