@@ -64,6 +64,9 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         decoder = self._decoder
         if decoder is None:
             return
+        if self._connected:
+            # Any packet from the client counts as keep-alive activity [MQTT-3.1.2-22].
+            self.resetTimeout()
         try:
             for packet in decoder.feed(data):
                 self._packet_received(packet)
@@ -90,7 +93,6 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
                 protocol_level=packet.protocol_level,
             )
         elif isinstance(packet, Pingreq):
-            self.resetTimeout()
             self._send(Pingresp())
         elif isinstance(packet, Disconnect):
             self._close()
