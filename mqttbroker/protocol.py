@@ -65,7 +65,7 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         if decoder is None:
             return
         if self._connected:
-            # Any packet from the client counts as keep-alive activity [MQTT-3.1.2-22].
+            # Any packet counts as keep-alive activity (3.1.1 [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-22]).
             self.resetTimeout()
         try:
             for packet in decoder.feed(data):
