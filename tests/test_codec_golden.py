@@ -655,6 +655,17 @@ PUBLISH_VECTORS: list[Golden] = [
 ACK_VECTORS: list[Golden] = [
     Golden("PUBACK 3.1", 3, h("40", "02", "0001"), Puback(1)),  # len 2, id 1
     Golden("PUBREL 3.1", 3, h("62", "02", "0002"), Pubrel(2)),  # flags 0010, id 2
+    # MQTT 3.1 let a client set DUP on a re-sent PUBREL/SUBSCRIBE/UNSUBSCRIBE
+    # (flags 1010); the encoder never writes that form, so these are decode-only.
+    Golden("PUBREL 3.1 re-sent with DUP", 3, h("6a", "02", "0002"), Pubrel(2), False),
+    Golden(
+        "SUBSCRIBE 3.1 re-sent with DUP", 3, h("8a", "08", "0003", "0003 612f62", "01"),
+        Subscribe(3, (Subscription("a/b", 1),)), False,
+    ),
+    Golden(
+        "UNSUBSCRIBE 3.1 re-sent with DUP", 3, h("aa", "07", "0004", "0003 612f62"),
+        Unsubscribe(4, ("a/b",)), False,
+    ),
     Golden("PUBACK 3.1.1", 4, h("40", "02", "0001"), Puback(1)),  # PUBACK, len 2, id 1
     Golden("PUBREC 3.1.1", 4, h("50", "02", "0002"), Pubrec(2)),  # PUBREC, len 2, id 2
     Golden("PUBREL 3.1.1", 4, h("62", "02", "0003"), Pubrel(3)),  # PUBREL, len 2, id 3
@@ -1206,6 +1217,17 @@ _MQTT5 = "0004 4d515454 05"
 NEGATIVE_VECTORS: list[Bad] = [
     # Reserved fixed-header flags (2.2.2 / 2.1.3).
     Bad("PUBREL with flags 0000", 4, h("60", "02", "0001"), MALFORMED),
+    Bad("PUBREL 3.1.1 with DUP (flags 1010)", 4, h("6a", "02", "0001"), MALFORMED),
+    # Authentication Data needs an Authentication Method (5.0 section 3.1.2.11.10).
+    Bad(
+        "AUTH 5.0 data without method", 5,
+        h("f0", "05", "18", "03", "16 0000"), PROTOCOL,
+    ),
+    Bad(
+        "CONNECT 5.0 authentication data without method", None,
+        h("10", "11", "0004 4d515454", "05", "02", "003c", "03", "16 0000", "0001 63"),
+        PROTOCOL,
+    ),
     Bad(
         "SUBSCRIBE with flags 0000", 4,
         h("80", "08", "0001", "0003 612f62", "00"), MALFORMED,

@@ -65,6 +65,10 @@ _PUBLISH_TYPE = 3
 _TOPIC_ALIAS = PropertyId.TOPIC_ALIAS
 _SUBACK_V3_CODES = frozenset((0x00, 0x01, 0x02, 0x80))
 
+# MQTT 3.1 (level 3) sent PUBREL, SUBSCRIBE and UNSUBSCRIBE "at QoS 1" and let a
+# client set DUP on their re-sends; 3.1.1 made those flags fixed at 0010. At level 3
+# the decoder therefore also accepts 1010 for these three packets.
+
 _BodyDecoder = Callable[[bytes, int, int, int, int], Packet]
 
 
@@ -176,6 +180,17 @@ def _decode_properties(
     return props, stop
 
 
+def _check_authentication(properties: Properties, name: str) -> None:
+    if (
+        PropertyId.AUTHENTICATION_DATA in properties
+        and PropertyId.AUTHENTICATION_METHOD not in properties
+    ):
+        raise protocol_error(
+            f"{name}: authentication data without an authentication method "
+            "(MQTT 5.0 section 3.1.2.11.10)"
+        )
+
+
 def _check_topic_name(topic: str, what: str) -> None:
     if "+" in topic or "#" in topic:
         raise RemoteProtocolError(
@@ -233,6 +248,7 @@ def _decode_connect_rest(data: bytes, pos: int, end: int, level: int) -> Connect
     keep_alive, pos = read_u16(data, pos, end, "CONNECT keep alive")
     if level == 5:
         properties, pos = _decode_properties(data, pos, end, _CONNECT, "CONNECT")
+        _check_authentication(properties, "CONNECT")
     else:
         properties = {}
     client_id, pos = read_string(data, pos, end, "CONNECT client identifier")
@@ -284,6 +300,7 @@ def _decode_connack(data: bytes, first: int, pos: int, end: int, level: int) -> 
         if code not in ALLOWED_REASON_CODES[PacketType.CONNACK]:
             raise malformed(f"CONNACK: reason code 0x{code:02X} is not allowed")
         properties, pos = _decode_properties(data, pos, end, PacketType.CONNACK, "CONNACK")
+        _check_authentication(properties, "CONNACK")
     else:
         if code > 5:
             raise malformed(f"CONNACK: return code {code} is not defined")
@@ -346,7 +363,7 @@ def _make_publish_response_decoder(
     allowed = ALLOWED_REASON_CODES[ptype]
 
     def decode(data: bytes, first: int, pos: int, end: int, level: int) -> Packet:
-        if first & 0x0F != flags:
+        if first & 0x0F != flags and not (level == 3 and first & 0x0F == flags | 0x08):
             raise malformed(f"{name}: reserved fixed header flags are not {flags:04b}")
         packet_id, pos = read_u16(data, pos, end, f"{name} packet identifier")
         if not packet_id:
@@ -368,7 +385,7 @@ def _make_publish_response_decoder(
 
 
 def _decode_subscribe(data: bytes, first: int, pos: int, end: int, level: int) -> Subscribe:
-    if first & 0x0F != 0x02:
+    if first & 0x0F != 0x02 and not (level == 3 and first & 0x0F == 0x0A):
         raise malformed("SUBSCRIBE: reserved fixed header flags are not 0010 [MQTT-3.8.1-1]")
     packet_id, pos = read_u16(data, pos, end, "SUBSCRIBE packet identifier")
     if not packet_id:
@@ -429,7 +446,7 @@ def _decode_suback(data: bytes, first: int, pos: int, end: int, level: int) -> S
 
 
 def _decode_unsubscribe(data: bytes, first: int, pos: int, end: int, level: int) -> Unsubscribe:
-    if first & 0x0F != 0x02:
+    if first & 0x0F != 0x02 and not (level == 3 and first & 0x0F == 0x0A):
         raise malformed("UNSUBSCRIBE: reserved fixed header flags are not 0010 [MQTT-3.10.1-1]")
     packet_id, pos = read_u16(data, pos, end, "UNSUBSCRIBE packet identifier")
     if not packet_id:
@@ -498,6 +515,7 @@ def _make_reason_only_decoder(cls: type[Disconnect] | type[Auth]) -> _BodyDecode
                     raise malformed(f"{name}: reason code 0x{code:02X} is not allowed")
                 if pos < end:
                     properties, pos = _decode_properties(data, pos, end, ptype, name)
+                    _check_authentication(properties, name)
         elif ptype == PacketType.AUTH:
             raise malformed("AUTH: packet type 15 is reserved before MQTT 5")
         if pos != end:
