@@ -56,6 +56,7 @@ from mqttbroker.codec import (
     decode_all,
     encode,
 )
+from mqttbroker.codec import encoder as encoder_module
 
 P = PropertyId
 RC = ReasonCode
@@ -1645,6 +1646,29 @@ class GoldenEncodeTests(_VectorTestCase):
             self.assertEqual(decode_all(wire, vector.level), [vector.packet])
 
         self.each([v for v in GOLDEN_VECTORS if not v.canonical], _name, check)
+
+    def test_vectors_catch_a_broken_encoder(self) -> None:
+        """
+        The vectors are a real check: an encoder that swaps the will flag and the
+        will retain bit (a bug its own decoder could share) no longer matches them.
+        """
+        original = encoder_module._encode_connect
+
+        def swapped(packet: Connect, level: int) -> bytes:
+            data = bytearray(original(packet, level))
+            flags_at = data.index(bytes((level,)), 2) + 1
+            flags = data[flags_at]
+            will, retain = flags & 0x04, flags & 0x20
+            data[flags_at] = (flags & ~0x24) | (0x20 if will else 0) | (0x04 if retain else 0)
+            return bytes(data)
+
+        self.patch(encoder_module, "_ENCODERS", {**encoder_module._ENCODERS, Connect: swapped})
+        mismatches = [
+            v.name
+            for v in GOLDEN_VECTORS
+            if v.canonical and encode(v.packet, v.level) != v.wire
+        ]
+        self.assertTrue(mismatches, "no golden vector noticed the broken encoder")
 
 
 class RemainingLengthBoundaryTests(_VectorTestCase):
