@@ -180,6 +180,27 @@ def _decode_properties(
     return props, stop
 
 
+def _read_packet_id(data: bytes, pos: int, end: int, name: str) -> tuple[int, int]:
+    """A packet identifier, which is never 0 where a packet carries one [MQTT-2.2.1-3]."""
+    packet_id, pos = read_u16(data, pos, end, f"{name} packet identifier")
+    if not packet_id:
+        raise protocol_error(f"{name}: packet identifier 0 [MQTT-2.2.1-3]")
+    return packet_id, pos
+
+
+def _read_reason_codes(
+    data: bytes, pos: int, end: int, name: str, allowed: frozenset[int]
+) -> tuple[int, ...]:
+    """The list of one-byte reason codes that fills the rest of a SUBACK or UNSUBACK."""
+    codes = tuple(data[pos:end])
+    for code in codes:
+        if code not in allowed:
+            raise malformed(f"{name}: reason code 0x{code:02X} is not allowed")
+    if not codes:
+        raise protocol_error(f"{name}: no reason code")
+    return codes
+
+
 def _check_authentication(properties: Properties, name: str) -> None:
     if (
         PropertyId.AUTHENTICATION_DATA in properties
@@ -365,9 +386,7 @@ def _make_publish_response_decoder(
     def decode(data: bytes, first: int, pos: int, end: int, level: int) -> Packet:
         if first & 0x0F != flags and not (level == 3 and first & 0x0F == flags | 0x08):
             raise malformed(f"{name}: reserved fixed header flags are not {flags:04b}")
-        packet_id, pos = read_u16(data, pos, end, f"{name} packet identifier")
-        if not packet_id:
-            raise protocol_error(f"{name}: packet identifier 0 [MQTT-2.2.1-3]")
+        packet_id, pos = _read_packet_id(data, pos, end, name)
         code = 0
         properties: Properties = {}
         if level == 5 and pos < end:
@@ -387,9 +406,7 @@ def _make_publish_response_decoder(
 def _decode_subscribe(data: bytes, first: int, pos: int, end: int, level: int) -> Subscribe:
     if first & 0x0F != 0x02 and not (level == 3 and first & 0x0F == 0x0A):
         raise malformed("SUBSCRIBE: reserved fixed header flags are not 0010 [MQTT-3.8.1-1]")
-    packet_id, pos = read_u16(data, pos, end, "SUBSCRIBE packet identifier")
-    if not packet_id:
-        raise protocol_error("SUBSCRIBE: packet identifier 0 [MQTT-2.2.1-3]")
+    packet_id, pos = _read_packet_id(data, pos, end, "SUBSCRIBE")
     if level == 5:
         properties, pos = _decode_properties(data, pos, end, PacketType.SUBSCRIBE, "SUBSCRIBE")
     else:
@@ -427,30 +444,20 @@ def _decode_subscribe(data: bytes, first: int, pos: int, end: int, level: int) -
 def _decode_suback(data: bytes, first: int, pos: int, end: int, level: int) -> Suback:
     if first & 0x0F:
         raise malformed("SUBACK: reserved fixed header flags are not 0")
-    packet_id, pos = read_u16(data, pos, end, "SUBACK packet identifier")
-    if not packet_id:
-        raise protocol_error("SUBACK: packet identifier 0")
+    packet_id, pos = _read_packet_id(data, pos, end, "SUBACK")
     if level == 5:
         properties, pos = _decode_properties(data, pos, end, PacketType.SUBACK, "SUBACK")
         allowed = ALLOWED_REASON_CODES[PacketType.SUBACK]
     else:
         properties = {}
         allowed = _SUBACK_V3_CODES
-    codes = tuple(data[pos:end])
-    for code in codes:
-        if code not in allowed:
-            raise malformed(f"SUBACK: reason code 0x{code:02X} is not allowed")
-    if not codes:
-        raise protocol_error("SUBACK: no reason code")
-    return Suback(packet_id, codes, properties)
+    return Suback(packet_id, _read_reason_codes(data, pos, end, "SUBACK", allowed), properties)
 
 
 def _decode_unsubscribe(data: bytes, first: int, pos: int, end: int, level: int) -> Unsubscribe:
     if first & 0x0F != 0x02 and not (level == 3 and first & 0x0F == 0x0A):
         raise malformed("UNSUBSCRIBE: reserved fixed header flags are not 0010 [MQTT-3.10.1-1]")
-    packet_id, pos = read_u16(data, pos, end, "UNSUBSCRIBE packet identifier")
-    if not packet_id:
-        raise protocol_error("UNSUBSCRIBE: packet identifier 0 [MQTT-2.2.1-3]")
+    packet_id, pos = _read_packet_id(data, pos, end, "UNSUBSCRIBE")
     if level == 5:
         properties, pos = _decode_properties(data, pos, end, PacketType.UNSUBSCRIBE, "UNSUBSCRIBE")
     else:
@@ -467,21 +474,15 @@ def _decode_unsubscribe(data: bytes, first: int, pos: int, end: int, level: int)
 def _decode_unsuback(data: bytes, first: int, pos: int, end: int, level: int) -> Unsuback:
     if first & 0x0F:
         raise malformed("UNSUBACK: reserved fixed header flags are not 0")
-    packet_id, pos = read_u16(data, pos, end, "UNSUBACK packet identifier")
-    if not packet_id:
-        raise protocol_error("UNSUBACK: packet identifier 0")
+    packet_id, pos = _read_packet_id(data, pos, end, "UNSUBACK")
     if level != 5:
         if pos != end:
             raise malformed(f"UNSUBACK: {end - pos} unexpected bytes at the end")
         return Unsuback(packet_id)
     properties, pos = _decode_properties(data, pos, end, PacketType.UNSUBACK, "UNSUBACK")
-    codes = tuple(data[pos:end])
-    allowed = ALLOWED_REASON_CODES[PacketType.UNSUBACK]
-    for code in codes:
-        if code not in allowed:
-            raise malformed(f"UNSUBACK: reason code 0x{code:02X} is not allowed")
-    if not codes:
-        raise protocol_error("UNSUBACK: no reason code")
+    codes = _read_reason_codes(
+        data, pos, end, "UNSUBACK", ALLOWED_REASON_CODES[PacketType.UNSUBACK]
+    )
     return Unsuback(packet_id, codes, properties)
 
 
