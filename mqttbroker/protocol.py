@@ -1,173 +1,181 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
-The Twisted adapter: bytes from a transport in, MQTT packets out.
+The Twisted adapter: bytes from a transport in, bytes out; timers; backpressure.
 
-This first version speaks the connection handshake only (CONNECT/CONNACK, PINGREQ,
-DISCONNECT, protocol errors); the publish/subscribe core arrives with the broker
-issue. It already has the adapter's final shape: the codec does all parsing, the
-protocol writes bytes and owns timers.
+L{MQTTServerProtocol} feeds the transport's bytes to the codec's L{Decoder} and the
+packets to a sans-I/O L{ServerConnection}, and gives that connection its output:
+writes go straight to the transport, the keep-alive is a L{TimeoutMixin} timer. The
+protocol registers itself as the transport's push producer: when the transport's
+buffer passes its high-water mark (a client that reads slower than it is sent to),
+the connection stops writing and its session queues (bounded) until it drains.
 """
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from mqttbroker.codec import (
-    ALLOWED_REASON_CODES,
-    MAX_PACKET_SIZE,
-    Connack,
-    Connect,
-    ConnectReturnCode,
-    Decoder,
-    Disconnect,
-    Packet,
-    PacketType,
-    Pingreq,
-    Pingresp,
-    ReasonCode,
-    RemoteProtocolError,
-    encode,
-)
+from mqttbroker.broker import Broker
+from mqttbroker.codec import Decoder, RemoteProtocolError
+from mqttbroker.connection import ServerConnection, State
 
 __all__ = ["MQTTServerFactory", "MQTTServerProtocol"]
 
 _log = Logger()
 
 
+def _describe(address: IAddress | None) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"{host}:{port}"
+    return str(address)
+
+
+@implementer(IPushProducer)
 class MQTTServerProtocol(Protocol, TimeoutMixin):
-    """One client connection."""
+    """One client connection, over any stream transport."""
 
     factory: MQTTServerFactory
 
     def __init__(self) -> None:
         self._decoder: Decoder | None = None
-        self._level: int | None = None
-        self._connected = False
+        self.connection: ServerConnection | None = None
+        self._counted = False
+
+    # -- Protocol -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._decoder = Decoder(self.factory.max_packet_size)
-        self.setTimeout(self.factory.connect_timeout)
-
-    def timeoutConnection(self) -> None:
-        _log.info(
-            "Closing {peer}: no CONNECT within {timeout} s",
-            peer=self.transport.getPeer() if self.transport else None,
-            timeout=self.factory.connect_timeout,
-        )
-        self._close()
+        factory = self.factory
+        peer = _describe(self.transport.getPeer()) if self.transport is not None else "?"
+        limit = factory.broker.config.max_connections
+        if limit and factory.connections >= limit:
+            factory.refused += 1
+            _log.warn(
+                "Refusing connection from {peer}: {limit} connections already "
+                "({refused} refused so far)",
+                peer=peer,
+                limit=limit,
+                refused=factory.refused,
+            )
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        factory.connections += 1
+        self._counted = True
+        # The hot path writes straight to the transport, one call level less.
+        self.write = self.transport.write  # type: ignore[method-assign,union-attr]
+        self.write_sequence = self.transport.writeSequence  # type: ignore[assignment,method-assign,union-attr]
+        self._decoder = Decoder(factory.broker.config.max_packet_size)
+        self.connection = ServerConnection(factory.broker, self, peer)
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.setTimeout(factory.broker.config.connect_timeout)
 
     def dataReceived(self, data: bytes) -> None:
         decoder = self._decoder
-        if decoder is None:
+        connection = self.connection
+        if decoder is None or connection is None:
             return
-        if self._connected:
-            # Any packet counts as keep-alive activity (3.1.1 [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-22]).
+        if self.timeOut:
+            # Any packet counts as keep-alive activity
+            # (3.1.1 [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-22]).
             self.resetTimeout()
         try:
             for packet in decoder.feed(data):
-                self._packet_received(packet)
-                if self._decoder is None:
+                connection.packet_received(packet)
+                if connection.state is State.CLOSED:
                     return
         except RemoteProtocolError as error:
-            self._protocol_error(error)
+            connection.protocol_violation(error)
 
-    def _packet_received(self, packet: Packet) -> None:
-        if isinstance(packet, Connect):
-            if self._connected:
-                self._protocol_error(
-                    RemoteProtocolError(ReasonCode.PROTOCOL_ERROR, "second CONNECT")
-                )
-                return
-            self._connected = True
-            self._level = packet.protocol_level
-            self.setTimeout(packet.keep_alive * 1.5 if packet.keep_alive else None)
-            self._send(Connack(False, 0))
-            _log.info(
-                "Client {client_id!r} connected from {peer} (MQTT level {protocol_level})",
-                client_id=packet.client_id,
-                peer=self._peer(),
-                protocol_level=packet.protocol_level,
-            )
-        elif isinstance(packet, Pingreq):
-            self._send(Pingresp())
-        elif isinstance(packet, Disconnect):
-            self._close()
-        else:
-            self._protocol_error(
-                RemoteProtocolError(
-                    ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
-                    f"{packet.packet_type.name} is not served by this build yet",
-                )
-            )
-
-    def _protocol_error(self, error: RemoteProtocolError) -> None:
-        _log.info("Closing {peer}: {error}", peer=self._peer(), error=str(error))
-        level = self._level or error.protocol_level
-        if not self._connected:
-            # A faulty CONNECT is answered with a CONNACK the client can read
-            # (3.1.1 [MQTT-3.1.2-2], 5.0 section 3.2.2.2); 3.1.1 has no code for a
-            # malformed CONNECT, so there the socket is just closed.
-            if level == 5:
-                code = error.reason_code
-                if code not in ALLOWED_REASON_CODES[PacketType.CONNACK]:
-                    code = ReasonCode.PROTOCOL_ERROR
-                self._send_raw(encode(Connack(False, code), 5))
-            elif error.reason_code == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
-                self._send_raw(
-                    encode(Connack(False, ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION), 4)
-                )
-        elif level == 5:
-            self._send(Disconnect(error.reason_code))
-        self._close()
-
-    def _send(self, packet: Packet) -> None:
-        self._send_raw(encode(packet, self._level or 4))
-
-    def _send_raw(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def _close(self) -> None:
-        self._decoder = None
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
+        self._decoder = None
+        if self._counted:
+            self._counted = False
+            self.factory.connections -= 1
+        connection = self.connection
+        if connection is not None:
+            connection.connection_lost(_reason_text(reason))
+
+    def timeoutConnection(self) -> None:
+        connection = self.connection
+        if connection is None:
+            return
+        if connection.state is State.AWAIT_CONNECT:
+            _log.info(
+                "Closing {peer}: no CONNECT within {timeout} s",
+                peer=connection.peer,
+                timeout=self.factory.broker.config.connect_timeout,
+            )
+            connection.connection_lost("connect timeout")
+            self.close()
+        else:
+            connection.keep_alive_expired()
+
+    # -- ConnectionOutput ---------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def write_sequence(self, chunks: list[bytes]) -> None:
+        self.transport.writeSequence(chunks)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.setTimeout(None)
+        self._decoder = None
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def _peer(self) -> IAddress | None:
-        return self.transport.getPeer() if self.transport is not None else None
+    def set_keep_alive(self, seconds: float | None) -> None:
+        self.setTimeout(seconds)
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._decoder = None
-        self.setTimeout(None)
+    # -- IPushProducer: the transport tells us when its buffer is full -----------------
+
+    def pauseProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.pause_writing()
+
+    def resumeProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.resume_writing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _reason_text(reason: Failure) -> str:
+    from twisted.internet.error import ConnectionDone  # noqa: PLC0415
+
+    if reason.check(ConnectionDone):
+        return "connection closed"
+    return f"connection lost: {reason.getErrorMessage()}"
 
 
 class MQTTServerFactory(Factory[MQTTServerProtocol]):
     """
-    Builds L{MQTTServerProtocol}s and holds the limits they share.
+    Builds L{MQTTServerProtocol}s for one L{Broker}; any number of listeners (TCP,
+    TLS, UNIX, WebSocket) may share it.
 
-    @ivar max_packet_size: the largest packet accepted from a client.
-    @ivar connect_timeout: seconds a new connection may take to send CONNECT.
+    @ivar broker: the broker every connection of this factory joins.
     @ivar clock: the time source for timeouts (the reactor unless a test gives a
         L{twisted.internet.task.Clock}).
+    @ivar connections: connections being served now.
+    @ivar refused: connections refused by the connection limit since start.
     """
 
-    def __init__(
-        self,
-        max_packet_size: int = MAX_PACKET_SIZE,
-        connect_timeout: float = 10.0,
-        clock: IReactorTime | None = None,
-    ) -> None:
-        self.max_packet_size = max_packet_size
-        self.connect_timeout = connect_timeout
+    def __init__(self, broker: Broker | None = None, clock: IReactorTime | None = None) -> None:
+        self.broker = broker if broker is not None else Broker()
         if clock is None:
             from twisted.internet import reactor  # noqa: PLC0415 (installed late)
 
             clock = reactor
         self.clock: IReactorTime = clock
+        self.connections = 0
+        self.refused = 0
 
     def buildProtocol(self, addr: IAddress | None) -> MQTTServerProtocol:
         protocol = MQTTServerProtocol()

@@ -9,18 +9,29 @@ from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from mqttbroker.broker import Broker, BrokerConfig
 from mqttbroker.codec import MAX_PACKET_SIZE
+from mqttbroker.observers import LoggingObserver
 from mqttbroker.protocol import MQTTServerFactory
+from mqttbroker.session import SessionLimits
 
 __all__ = ["Options", "makeService"]
 
 DEFAULT_PORT = 1883
+_LIMITS = SessionLimits()
 
 
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
         raise ValueError(f"{value} is not a positive integer")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value} is negative")
     return number
 
 
@@ -37,8 +48,17 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run the mqttbroker MQTT broker (MQTT 3.1, 3.1.1 and 5.0). With no --port and no "
-        "--listen it listens on TCP port 1883 on every interface."
+        "--listen it listens on TCP port 1883 on every interface. Limits of 0 mean no limit."
     )
+
+    optFlags = [
+        [
+            "queue-qos0",
+            None,
+            "Also queue QoS 0 messages for offline persistent sessions (by default "
+            "only QoS 1 and 2 messages wait for a client to come back).",
+        ],
+    ]
 
     optParameters = [
         [
@@ -50,13 +70,45 @@ class Options(usage.Options):
             int,
         ],
         [
+            "max-inflight",
+            None,
+            _LIMITS.max_inflight,
+            "QoS 1 and 2 messages sent to a client and not yet acknowledged; more wait "
+            "in its queue.",
+            _positive_int,
+        ],
+        [
+            "max-queued-messages",
+            None,
+            _LIMITS.max_queued_messages,
+            "Messages a session may hold waiting (client offline or behind its in-flight "
+            "window); when full, new messages for it are dropped and logged.",
+            _non_negative_int,
+        ],
+        [
+            "max-queued-bytes",
+            None,
+            _LIMITS.max_queued_bytes,
+            "Payload and topic bytes a session may hold waiting; when full, new "
+            "messages for it are dropped and logged.",
+            _non_negative_int,
+        ],
+        [
             "max-packet-size",
             None,
             MAX_PACKET_SIZE,
             "Largest MQTT packet accepted from a client, in bytes, fixed header included; "
-            f"larger ones are refused before they are buffered (default {MAX_PACKET_SIZE}, "
-            "the protocol's maximum).",
+            "larger ones are refused before they are buffered. The default is the "
+            "protocol's maximum.",
             _positive_int,
+        ],
+        [
+            "max-connections",
+            None,
+            0,
+            "Client connections served at once, over all listeners; more are closed "
+            "as they arrive, and counted and logged.",
+            _non_negative_int,
         ],
         [
             "connect-timeout",
@@ -81,6 +133,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["port"] is not None and not 0 <= self["port"] <= 65535:
             raise usage.UsageError(f"--port {self['port']} is not 0-65535")
+        if self["max-packet-size"] < 2:
+            raise usage.UsageError("--max-packet-size must be at least 2")
 
     def endpoint_descriptions(self) -> list[str]:
         """Every listener to start."""
@@ -90,13 +144,25 @@ class Options(usage.Options):
             descriptions.insert(0, f"tcp:{port}")
         return descriptions
 
+    def broker_config(self) -> BrokerConfig:
+        """The broker settings these options describe."""
+        return BrokerConfig(
+            session_limits=SessionLimits(
+                max_inflight=self["max-inflight"],
+                max_queued_messages=self["max-queued-messages"],
+                max_queued_bytes=self["max-queued-bytes"],
+                queue_qos0=bool(self["queue-qos0"]),
+            ),
+            max_packet_size=self["max-packet-size"],
+            max_connections=self["max-connections"],
+            connect_timeout=self["connect-timeout"],
+        )
+
 
 def makeService(options: Options) -> IService:
-    """The broker service: one listener per endpoint description."""
-    factory = MQTTServerFactory(
-        max_packet_size=options["max-packet-size"],
-        connect_timeout=options["connect-timeout"],
-    )
+    """The broker service: one broker, one listener per endpoint description."""
+    broker = Broker(options.broker_config(), observers=[LoggingObserver()])
+    factory = MQTTServerFactory(broker)
     service = MultiService()
     for description in options.endpoint_descriptions():
         strports.service(description, factory).setServiceParent(service)

@@ -179,9 +179,9 @@ def binary_data(*, max_size: int = 40, allow_full: bool = True) -> st.SearchStra
     if not allow_full:
         return short
     return _rarely().flatmap(
-        lambda full: st.binary(min_size=MAX_STRING_BYTES, max_size=MAX_STRING_BYTES)
-        if full
-        else short
+        lambda full: (
+            st.binary(min_size=MAX_STRING_BYTES, max_size=MAX_STRING_BYTES) if full else short
+        )
     )
 
 
@@ -191,9 +191,11 @@ def _payloads() -> st.SearchStrategy[bytes]:
     length could express (the payload has no length prefix of its own).
     """
     return _rarely().flatmap(
-        lambda big: st.binary(min_size=MAX_STRING_BYTES - 2, max_size=MAX_STRING_BYTES + 300)
-        if big
-        else st.binary(max_size=64)
+        lambda big: (
+            st.binary(min_size=MAX_STRING_BYTES - 2, max_size=MAX_STRING_BYTES + 300)
+            if big
+            else st.binary(max_size=64)
+        )
     )
 
 
@@ -226,9 +228,7 @@ def topic_names(*, allow_full: bool = True) -> st.SearchStrategy[str]:
 @st.composite
 def _plain_topic_filters(draw: st.DrawFn) -> str:
     """A non-shared topic filter: levels, '+' for whole levels, optional final '#'."""
-    levels = draw(
-        st.lists(st.one_of(_topic_levels(), st.just("+")), min_size=0, max_size=5)
-    )
+    levels = draw(st.lists(st.one_of(_topic_levels(), st.just("+")), min_size=0, max_size=5))
     if not levels or draw(st.booleans()):
         levels.append("#")
     text = "/".join(levels)
@@ -263,8 +263,10 @@ def _user_properties() -> st.SearchStrategy[list[tuple[str, str]]]:
     pair = st.tuples(mqtt_strings(max_size=8), mqtt_strings(max_size=8))
     return st.lists(pair, min_size=1, max_size=4).flatmap(
         # Sometimes repeat a name with another value: order must be kept.
-        lambda pairs: st.just(pairs)
-        | st.builds(lambda v: [*pairs, (pairs[0][0], v)], mqtt_strings(max_size=4))
+        lambda pairs: (
+            st.just(pairs)
+            | st.builds(lambda v: [*pairs, (pairs[0][0], v)], mqtt_strings(max_size=4))
+        )
     )
 
 
@@ -303,10 +305,7 @@ def _allowed_specs(packet_type: int) -> list[PropertySpec]:
 
 def _fix_properties(props: dict[PropertyId, Any]) -> Properties:
     """Authentication Data without Authentication Method is a Protocol Error."""
-    if (
-        PropertyId.AUTHENTICATION_DATA in props
-        and PropertyId.AUTHENTICATION_METHOD not in props
-    ):
+    if PropertyId.AUTHENTICATION_DATA in props and PropertyId.AUTHENTICATION_METHOD not in props:
         del props[PropertyId.AUTHENTICATION_DATA]
     return props
 
@@ -397,9 +396,7 @@ def connacks(draw: st.DrawFn, level: int) -> Connack:
 
 
 @st.composite
-def publishes(
-    draw: st.DrawFn, level: int, qos: int | None = None
-) -> Publish:
+def publishes(draw: st.DrawFn, level: int, qos: int | None = None) -> Publish:
     """PUBLISH packets for C{level} (of the given QoS, or any)."""
     if qos is None:
         qos = draw(st.integers(0, 2))
@@ -595,11 +592,7 @@ def packets(level: int) -> st.SearchStrategy[Packet]:
 def non_connect_packets(level: int) -> st.SearchStrategy[Packet]:
     """Any packet but CONNECT that exists at C{level}."""
     return st.one_of(
-        *(
-            packets_of_type(t, level)
-            for t in packet_types(level)
-            if t != PacketType.CONNECT
-        )
+        *(packets_of_type(t, level) for t in packet_types(level) if t != PacketType.CONNECT)
     )
 
 

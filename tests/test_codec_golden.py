@@ -183,7 +183,10 @@ CONNECT_VECTORS: list[Golden] = [
             "0004 75736572",  # user name "user"
         ),
         Connect(
-            client_id="client", protocol_level=4, clean_start=False, keep_alive=0,
+            client_id="client",
+            protocol_level=4,
+            clean_start=False,
+            keep_alive=0,
             username="user",
         ),
     ),
@@ -526,7 +529,11 @@ PUBLISH_VECTORS: list[Golden] = [
             "0001",  # payload: bytes 00 01
         ),
         Publish(
-            topic="a/b", payload=b"\x00\x01", qos=2, retain=True, dup=True,
+            topic="a/b",
+            payload=b"\x00\x01",
+            qos=2,
+            retain=True,
+            dup=True,
             packet_id=65535,
         ),
     ),
@@ -660,12 +667,18 @@ ACK_VECTORS: list[Golden] = [
     # (flags 1010); the encoder never writes that form, so these are decode-only.
     Golden("PUBREL 3.1 re-sent with DUP", 3, h("6a", "02", "0002"), Pubrel(2), False),
     Golden(
-        "SUBSCRIBE 3.1 re-sent with DUP", 3, h("8a", "08", "0003", "0003 612f62", "01"),
-        Subscribe(3, (Subscription("a/b", 1),)), False,
+        "SUBSCRIBE 3.1 re-sent with DUP",
+        3,
+        h("8a", "08", "0003", "0003 612f62", "01"),
+        Subscribe(3, (Subscription("a/b", 1),)),
+        False,
     ),
     Golden(
-        "UNSUBSCRIBE 3.1 re-sent with DUP", 3, h("aa", "07", "0004", "0003 612f62"),
-        Unsubscribe(4, ("a/b",)), False,
+        "UNSUBSCRIBE 3.1 re-sent with DUP",
+        3,
+        h("aa", "07", "0004", "0003 612f62"),
+        Unsubscribe(4, ("a/b",)),
+        False,
     ),
     Golden("PUBACK 3.1.1", 4, h("40", "02", "0001"), Puback(1)),  # PUBACK, len 2, id 1
     Golden("PUBREC 3.1.1", 4, h("50", "02", "0002"), Pubrec(2)),  # PUBREC, len 2, id 2
@@ -747,7 +760,8 @@ ACK_VECTORS: list[Golden] = [
             "1f 0003 676f6e",  # Reason String "gon"
         ),
         Pubrel(
-            7, reason_code=RC.PACKET_IDENTIFIER_NOT_FOUND,
+            7,
+            reason_code=RC.PACKET_IDENTIFIER_NOT_FOUND,
             properties={P.REASON_STRING: "gon"},
         ),
     ),
@@ -1039,9 +1053,7 @@ DISCONNECT_VECTORS: list[Golden] = [
             "11 0000012c",  # Session Expiry Interval 300
             "1f 0003 627965",  # Reason String "bye"
         ),
-        Disconnect(
-            properties={P.SESSION_EXPIRY_INTERVAL: 300, P.REASON_STRING: "bye"}
-        ),
+        Disconnect(properties={P.SESSION_EXPIRY_INTERVAL: 300, P.REASON_STRING: "bye"}),
     ),
     Golden(
         "DISCONNECT 5.0 use another server with server reference",
@@ -1053,9 +1065,7 @@ DISCONNECT_VECTORS: list[Golden] = [
             "08",  # property length 8
             "1c 0005 686f737432",  # Server Reference "host2"
         ),
-        Disconnect(
-            reason_code=RC.USE_ANOTHER_SERVER, properties={P.SERVER_REFERENCE: "host2"}
-        ),
+        Disconnect(reason_code=RC.USE_ANOTHER_SERVER, properties={P.SERVER_REFERENCE: "host2"}),
     ),
     Golden(
         "DISCONNECT 5.0 explicit Normal disconnection (decode only)",
@@ -1124,9 +1134,7 @@ AUTH_VECTORS: list[Golden] = [
             "15 0005 736372616d",  # Authentication Method "scram"
             "16 0001 ff",  # Authentication Data ff
         ),
-        Auth(
-            properties={P.AUTHENTICATION_METHOD: "scram", P.AUTHENTICATION_DATA: b"\xff"}
-        ),
+        Auth(properties={P.AUTHENTICATION_METHOD: "scram", P.AUTHENTICATION_DATA: b"\xff"}),
     ),
 ]
 
@@ -1221,17 +1229,22 @@ NEGATIVE_VECTORS: list[Bad] = [
     Bad("PUBREL 3.1.1 with DUP (flags 1010)", 4, h("6a", "02", "0001"), MALFORMED),
     # Authentication Data needs an Authentication Method (5.0 section 3.1.2.11.10).
     Bad(
-        "AUTH 5.0 data without method", 5,
-        h("f0", "05", "18", "03", "16 0000"), PROTOCOL,
+        "AUTH 5.0 data without method",
+        5,
+        h("f0", "05", "18", "03", "16 0000"),
+        PROTOCOL,
     ),
     Bad(
-        "CONNECT 5.0 authentication data without method", None,
+        "CONNECT 5.0 authentication data without method",
+        None,
         h("10", "11", "0004 4d515454", "05", "02", "003c", "03", "16 0000", "0001 63"),
         PROTOCOL,
     ),
     Bad(
-        "SUBSCRIBE with flags 0000", 4,
-        h("80", "08", "0001", "0003 612f62", "00"), MALFORMED,
+        "SUBSCRIBE with flags 0000",
+        4,
+        h("80", "08", "0001", "0003 612f62", "00"),
+        MALFORMED,
     ),
     Bad("UNSUBSCRIBE with flags 0000", 4, h("a0", "07", "0001", "0003 612f62"), MALFORMED),
     Bad("PUBACK with flags 0010", 4, h("42", "02", "0001"), MALFORMED),
@@ -1239,8 +1252,10 @@ NEGATIVE_VECTORS: list[Bad] = [
     Bad("CONNACK with flags 1000", 4, h("28", "02", "00", "00"), MALFORMED),
     Bad("DISCONNECT 5.0 with flags 0001", 5, h("e1", "00"), MALFORMED),
     Bad(
-        "CONNECT with flags 0001", None,
-        h("11", "0c", _MQTT4, "02", "003c", "0000"), MALFORMED,
+        "CONNECT with flags 0001",
+        None,
+        h("11", "0c", _MQTT4, "02", "003c", "0000"),
+        MALFORMED,
     ),
     # PUBLISH fixed header.
     Bad("PUBLISH QoS 3", 4, h("36", "07", "0003 612f62", "0001"), MALFORMED),
@@ -1251,8 +1266,10 @@ NEGATIVE_VECTORS: list[Bad] = [
     Bad("PUBACK packet identifier 0", 4, h("40", "02", "0000"), PROTOCOL),
     Bad("PUBREL 5.0 packet identifier 0", 5, h("62", "02", "0000"), PROTOCOL),
     Bad(
-        "SUBSCRIBE 5.0 packet identifier 0", 5,
-        h("82", "07", "0000", "00", "0001 74", "00"), PROTOCOL,
+        "SUBSCRIBE 5.0 packet identifier 0",
+        5,
+        h("82", "07", "0000", "00", "0001 74", "00"),
+        PROTOCOL,
     ),
     Bad("UNSUBACK packet identifier 0", 4, h("b0", "02", "0000"), PROTOCOL),
     # Variable Byte Integers (1.5.5 / 2.2.3).
@@ -1260,12 +1277,16 @@ NEGATIVE_VECTORS: list[Bad] = [
     Bad("remaining length 128 in three bytes", 4, h("30", "808100") + bytes(128), MALFORMED),
     Bad("remaining length of five bytes", 4, h("30", "ffffffff01"), MALFORMED),
     Bad(
-        "property length 0 in two bytes", 5,
-        h("30", "05", "0001 74", "8000"), MALFORMED,
+        "property length 0 in two bytes",
+        5,
+        h("30", "05", "0001 74", "8000"),
+        MALFORMED,
     ),
     Bad(
-        "Subscription Identifier 5 in two bytes", 5,
-        h("82", "0a", "0001", "03", "0b 8500", "0001 74", "00"), MALFORMED,
+        "Subscription Identifier 5 in two bytes",
+        5,
+        h("82", "0a", "0001", "03", "0b 8500", "0001 74", "00"),
+        MALFORMED,
     ),
     # UTF-8 strings (1.5.4).
     Bad("topic with invalid UTF-8 (c3 28)", 4, h("30", "04", "0002 c328"), MALFORMED),
@@ -1273,72 +1294,108 @@ NEGATIVE_VECTORS: list[Bad] = [
     Bad("topic with a UTF-16 surrogate (ed a0 80)", 4, h("30", "05", "0003 eda080"), MALFORMED),
     Bad("topic with U+0000", 4, h("30", "05", "0003 610062"), MALFORMED),
     Bad(
-        "client identifier with invalid UTF-8", None,
-        h("10", "0d", _MQTT4, "02", "003c", "0001 ff"), MALFORMED,
+        "client identifier with invalid UTF-8",
+        None,
+        h("10", "0d", _MQTT4, "02", "003c", "0001 ff"),
+        MALFORMED,
     ),
     Bad(
-        "user property name with U+0000", 5,
-        h("40", "0b", "0001", "00", "07", "26 0001 00 0001 76"), MALFORMED,
+        "user property name with U+0000",
+        5,
+        h("40", "0b", "0001", "00", "07", "26 0001 00 0001 76"),
+        MALFORMED,
     ),
     Bad("topic filter with invalid UTF-8", 4, h("82", "06", "0001", "0001 ff", "00"), MALFORMED),
     # Properties not allowed where they appear (2.2.2.2).
     Bad(
-        "Session Expiry Interval in PUBLISH", 5,
-        h("30", "09", "0001 74", "05", "11 0000000a"), MALFORMED,
+        "Session Expiry Interval in PUBLISH",
+        5,
+        h("30", "09", "0001 74", "05", "11 0000000a"),
+        MALFORMED,
     ),
     Bad(
-        "Will Delay Interval in CONNECT properties", None,
-        h("10", "12", _MQTT5, "02", "003c", "05", "18 00000005", "0000"), MALFORMED,
+        "Will Delay Interval in CONNECT properties",
+        None,
+        h("10", "12", _MQTT5, "02", "003c", "05", "18 00000005", "0000"),
+        MALFORMED,
     ),
     Bad(
-        "Session Expiry Interval in Will Properties", None,
+        "Session Expiry Interval in Will Properties",
+        None,
         h(
-            "10", "18", _MQTT5, "06", "003c", "00",  # flags: will, clean start
+            "10",
+            "18",
+            _MQTT5,
+            "06",
+            "003c",
+            "00",  # flags: will, clean start
             "0000",  # client identifier ""
-            "05", "11 0000000a",  # will properties: Session Expiry Interval
-            "0001 74", "0000",  # will topic "t", empty will payload
+            "05",
+            "11 0000000a",  # will properties: Session Expiry Interval
+            "0001 74",
+            "0000",  # will topic "t", empty will payload
         ),
         MALFORMED,
     ),
     Bad("unknown property identifier 0x7f", 5, h("30", "06", "0001 74", "02", "7f 00"), MALFORMED),
-    Bad("Reason String in SUBSCRIBE", 5,
-        h("82", "0b", "0001", "04", "1f 0001 78", "0001 74", "00"), MALFORMED),
+    Bad(
+        "Reason String in SUBSCRIBE",
+        5,
+        h("82", "0b", "0001", "04", "1f 0001 78", "0001 74", "00"),
+        MALFORMED,
+    ),
     # Duplicate non-repeatable properties.
     Bad(
-        "Message Expiry Interval twice", 5,
-        h("30", "0e", "0001 74", "0a", "02 0000000a", "02 0000000b"), PROTOCOL,
+        "Message Expiry Interval twice",
+        5,
+        h("30", "0e", "0001 74", "0a", "02 0000000a", "02 0000000b"),
+        PROTOCOL,
     ),
     Bad(
-        "Subscription Identifier twice in SUBSCRIBE", 5,
-        h("82", "0b", "0001", "04", "0b 01", "0b 02", "0001 74", "00"), PROTOCOL,
+        "Subscription Identifier twice in SUBSCRIBE",
+        5,
+        h("82", "0b", "0001", "04", "0b 01", "0b 02", "0001 74", "00"),
+        PROTOCOL,
     ),
     Bad(
-        "Reason String twice in PUBACK", 5,
-        h("40", "0c", "0001", "00", "08", "1f 0001 61", "1f 0001 62"), PROTOCOL,
+        "Reason String twice in PUBACK",
+        5,
+        h("40", "0c", "0001", "00", "08", "1f 0001 61", "1f 0001 62"),
+        PROTOCOL,
     ),
     # Byte properties that must be 0 or 1.
     Bad("Payload Format Indicator 2", 5, h("30", "06", "0001 74", "02", "01 02"), PROTOCOL),
     Bad(
-        "Request Problem Information 2", None,
-        h("10", "0f", _MQTT5, "02", "003c", "02", "17 02", "0000"), PROTOCOL,
+        "Request Problem Information 2",
+        None,
+        h("10", "0f", _MQTT5, "02", "003c", "02", "17 02", "0000"),
+        PROTOCOL,
     ),
     Bad("Maximum QoS 2 in CONNACK", 5, h("20", "05", "00", "00", "02", "24 02"), PROTOCOL),
     # Properties that must not be 0.
     Bad(
-        "Receive Maximum 0", None,
-        h("10", "10", _MQTT5, "02", "003c", "03", "21 0000", "0000"), PROTOCOL,
+        "Receive Maximum 0",
+        None,
+        h("10", "10", _MQTT5, "02", "003c", "03", "21 0000", "0000"),
+        PROTOCOL,
     ),
     Bad(
-        "Maximum Packet Size 0", 5,
-        h("20", "08", "00", "00", "05", "27 00000000"), PROTOCOL,
+        "Maximum Packet Size 0",
+        5,
+        h("20", "08", "00", "00", "05", "27 00000000"),
+        PROTOCOL,
     ),
     Bad(
-        "Subscription Identifier 0", 5,
-        h("82", "09", "0001", "02", "0b 00", "0001 74", "00"), PROTOCOL,
+        "Subscription Identifier 0",
+        5,
+        h("82", "09", "0001", "02", "0b 00", "0001 74", "00"),
+        PROTOCOL,
     ),
     Bad(
-        "Topic Alias 0", 5,
-        h("30", "07", "0001 74", "03", "23 0000"), RC.TOPIC_ALIAS_INVALID,
+        "Topic Alias 0",
+        5,
+        h("30", "07", "0001 74", "03", "23 0000"),
+        RC.TOPIC_ALIAS_INVALID,
     ),
     # PUBLISH topic names (4.7).
     Bad("PUBLISH topic with +", 4, h("30", "05", "0003 612f2b"), RC.TOPIC_NAME_INVALID),
@@ -1363,51 +1420,67 @@ NEGATIVE_VECTORS: list[Bad] = [
     Bad("CONNACK 5.0 byte after properties", 5, h("20", "04", "00", "00", "00", "ff"), MALFORMED),
     Bad("PUBACK 5.0 byte after properties", 5, h("40", "05", "0001", "00", "00", "ff"), MALFORMED),
     Bad(
-        "CONNECT with a byte after the payload", None,
-        h("10", "0d", _MQTT4, "02", "003c", "0000", "ff"), MALFORMED,
+        "CONNECT with a byte after the payload",
+        None,
+        h("10", "0d", _MQTT4, "02", "003c", "0000", "ff"),
+        MALFORMED,
     ),
     Bad("CONNECT without client identifier", None, h("10", "0a", _MQTT4, "02", "003c"), MALFORMED),
     Bad("topic length past the packet end", 4, h("30", "03", "0005 61"), MALFORMED),
     Bad("property length past the packet end", 5, h("40", "04", "0001", "00", "05"), MALFORMED),
     # CONNECT flags (3.1.2.3).
     Bad(
-        "CONNECT reserved flag bit set", None,
-        h("10", "0c", _MQTT4, "03", "003c", "0000"), MALFORMED,
+        "CONNECT reserved flag bit set",
+        None,
+        h("10", "0c", _MQTT4, "03", "003c", "0000"),
+        MALFORMED,
     ),
     Bad(
-        "CONNECT will QoS without will flag", None,
-        h("10", "0c", _MQTT4, "0a", "003c", "0000"), MALFORMED,
+        "CONNECT will QoS without will flag",
+        None,
+        h("10", "0c", _MQTT4, "0a", "003c", "0000"),
+        MALFORMED,
     ),
     Bad(
-        "CONNECT will retain without will flag", None,
-        h("10", "0c", _MQTT4, "22", "003c", "0000"), MALFORMED,
+        "CONNECT will retain without will flag",
+        None,
+        h("10", "0c", _MQTT4, "22", "003c", "0000"),
+        MALFORMED,
     ),
     Bad(
-        "CONNECT will QoS 3", None,
-        h("10", "11", _MQTT4, "1e", "003c", "0000", "0001 74", "0000"), MALFORMED,
+        "CONNECT will QoS 3",
+        None,
+        h("10", "11", _MQTT4, "1e", "003c", "0000", "0001 74", "0000"),
+        MALFORMED,
     ),
     Bad(
-        "CONNECT 3.1.1 password without user name", None,
-        h("10", "0f", _MQTT4, "42", "003c", "0000", "0001 70"), MALFORMED,
+        "CONNECT 3.1.1 password without user name",
+        None,
+        h("10", "0f", _MQTT4, "42", "003c", "0000", "0001 70"),
+        MALFORMED,
     ),
     # Protocol name and level (3.1.2.1, 3.1.2.2).
     Bad(
-        "CONNECT name MQTT with level 3", None,
+        "CONNECT name MQTT with level 3",
+        None,
         h("10", "0c", "0004 4d515454", "03", "02", "003c", "0000"),
         RC.UNSUPPORTED_PROTOCOL_VERSION,
     ),
     Bad(
-        "CONNECT name MQIsdp with level 4", None,
+        "CONNECT name MQIsdp with level 4",
+        None,
         h("10", "0e", "0006 4d5149736470", "04", "02", "003c", "0000"),
         RC.UNSUPPORTED_PROTOCOL_VERSION,
     ),
     Bad(
-        "CONNECT unknown level 6", None,
+        "CONNECT unknown level 6",
+        None,
         h("10", "0c", "0004 4d515454", "06", "02", "003c", "0000"),
         RC.UNSUPPORTED_PROTOCOL_VERSION,
     ),
     Bad(
-        "CONNECT unknown protocol name MQTX", None,
+        "CONNECT unknown protocol name MQTX",
+        None,
         h("10", "0c", "0004 4d515458", "04", "02", "003c", "0000"),
         RC.UNSUPPORTED_PROTOCOL_VERSION,
     ),
@@ -1416,18 +1489,24 @@ NEGATIVE_VECTORS: list[Bad] = [
     Bad("SUBSCRIBE 5.0 without filters", 5, h("82", "03", "0001", "00"), PROTOCOL),
     Bad("UNSUBSCRIBE 3.1.1 without filters", 4, h("a2", "02", "0001"), PROTOCOL),
     Bad(
-        "SUBSCRIBE 3.1.1 options reserved bit 2", 4,
-        h("82", "08", "0001", "0003 612f62", "04"), MALFORMED,
+        "SUBSCRIBE 3.1.1 options reserved bit 2",
+        4,
+        h("82", "08", "0001", "0003 612f62", "04"),
+        MALFORMED,
     ),
     Bad("SUBSCRIBE 3.1.1 QoS 3", 4, h("82", "08", "0001", "0003 612f62", "03"), MALFORMED),
     Bad(
-        "SUBSCRIBE 5.0 options reserved bit 6", 5,
-        h("82", "07", "0001", "00", "0001 74", "40"), MALFORMED,
+        "SUBSCRIBE 5.0 options reserved bit 6",
+        5,
+        h("82", "07", "0001", "00", "0001 74", "40"),
+        MALFORMED,
     ),
     Bad("SUBSCRIBE 5.0 QoS 3", 5, h("82", "07", "0001", "00", "0001 74", "03"), PROTOCOL),
     Bad(
-        "SUBSCRIBE 5.0 Retain Handling 3", 5,
-        h("82", "07", "0001", "00", "0001 74", "30"), PROTOCOL,
+        "SUBSCRIBE 5.0 Retain Handling 3",
+        5,
+        h("82", "07", "0001", "00", "0001 74", "30"),
+        PROTOCOL,
     ),
     # Packet types.
     Bad("AUTH at level 4", 4, h("f0", "00"), MALFORMED),
@@ -1436,8 +1515,11 @@ NEGATIVE_VECTORS: list[Bad] = [
     Bad("packet type 0 at level 5", 5, h("00", "00"), MALFORMED),
     # Maximum packet size: 11 bytes against a maximum of 10.
     Bad(
-        "packet larger than the maximum", 4,
-        h("30", "09", "0003 612f62", "00000000"), RC.PACKET_TOO_LARGE, max_packet_size=10,
+        "packet larger than the maximum",
+        4,
+        h("30", "09", "0003 612f62", "00000000"),
+        RC.PACKET_TOO_LARGE,
+        max_packet_size=10,
     ),
 ]
 
@@ -1461,7 +1543,7 @@ def _decode_all(data: bytes, level: int | None, max_packet_size: int | None = No
 
 def _chunks(data: bytes, size: int) -> Iterator[bytes]:
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def _feed(decoder: Decoder, pieces: Iterable[bytes]) -> list[Any]:
@@ -1512,9 +1594,7 @@ class _VectorTestCase(SynchronousTestCase):
                 except Exception as e:
                     failures.append(f"  {name}: {type(e).__name__}: {e}")
         if failures:
-            self.fail(
-                f"{len(failures)} of {len(items)} vectors failed:\n" + "\n".join(failures)
-            )
+            self.fail(f"{len(failures)} of {len(items)} vectors failed:\n" + "\n".join(failures))
 
 
 def _name(vector: Golden | Bad) -> str:
@@ -1557,8 +1637,18 @@ class VectorSanityTests(_VectorTestCase):
         """Golden vectors cover all packet types at each level that has them."""
         covered = {(v.level, type(v.packet).__name__) for v in GOLDEN_VECTORS}
         at_3 = {
-            "Connect", "Connack", "Publish", "Puback", "Pubrel", "Subscribe", "Suback",
-            "Unsubscribe", "Unsuback", "Pingreq", "Pingresp", "Disconnect",
+            "Connect",
+            "Connack",
+            "Publish",
+            "Puback",
+            "Pubrel",
+            "Subscribe",
+            "Suback",
+            "Unsubscribe",
+            "Unsuback",
+            "Pingreq",
+            "Pingresp",
+            "Disconnect",
         }
         at_4 = at_3 | {"Pubrec", "Pubcomp"}
         at_5 = at_4 | {"Auth"}
@@ -1607,8 +1697,7 @@ class GoldenDecodeTests(_VectorTestCase):
         def check(level: int) -> None:
             connect = next(v for v in CONNECT_VECTORS if v.level == level)
             rest = [
-                v for v in GOLDEN_VECTORS
-                if v.level == level and not isinstance(v.packet, Connect)
+                v for v in GOLDEN_VECTORS if v.level == level and not isinstance(v.packet, Connect)
             ]
             wire = connect.wire + b"".join(v.wire for v in rest)
             expected = [connect.packet] + [v.packet for v in rest]
@@ -1664,9 +1753,7 @@ class GoldenEncodeTests(_VectorTestCase):
 
         self.patch(encoder_module, "_ENCODERS", {**encoder_module._ENCODERS, Connect: swapped})
         mismatches = [
-            v.name
-            for v in GOLDEN_VECTORS
-            if v.canonical and encode(v.packet, v.level) != v.wire
+            v.name for v in GOLDEN_VECTORS if v.canonical and encode(v.packet, v.level) != v.wire
         ]
         self.assertTrue(mismatches, "no golden vector noticed the broken encoder")
 
@@ -1690,9 +1777,7 @@ class RemainingLengthBoundaryTests(_VectorTestCase):
             remaining_length, encoded = boundary
             wire, packet = _boundary_publish(remaining_length, encoded)
             self.assertEqual(len(wire), 1 + len(encoded) // 2 + remaining_length)
-            self.assertEqual(
-                decode_all(wire, 4, max_packet_size=_BIG_MAX_PACKET_SIZE), [packet]
-            )
+            self.assertEqual(decode_all(wire, 4, max_packet_size=_BIG_MAX_PACKET_SIZE), [packet])
             got = encode(packet, 4)
             self.assertEqual(got[:8].hex(" "), wire[:8].hex(" "))
             self.assertEqual(len(got), len(wire))
@@ -1712,9 +1797,7 @@ class RemainingLengthBoundaryTests(_VectorTestCase):
             wire, packet = _boundary_publish(*boundary)
             self.assertEqual(_feed(_decoder(4), _chunks(wire, 1)), [packet])
 
-        self.each(
-            REMAINING_LENGTH_BOUNDARIES[:4], lambda b: f"remaining length {b[0]}", check
-        )
+        self.each(REMAINING_LENGTH_BOUNDARIES[:4], lambda b: f"remaining length {b[0]}", check)
 
 
 class TruncationTests(_VectorTestCase):
@@ -1750,7 +1833,8 @@ class NegativeVectorTests(_VectorTestCase):
                 packets = _decode_all(vector.wire, vector.level, vector.max_packet_size)
             except RemoteProtocolError as e:
                 self.assertEqual(
-                    f"0x{int(e.reason_code):02X}", f"0x{int(vector.reason):02X}",
+                    f"0x{int(e.reason_code):02X}",
+                    f"0x{int(vector.reason):02X}",
                     f"codec said: {e.message}",
                 )
             else:
@@ -1767,7 +1851,8 @@ class NegativeVectorTests(_VectorTestCase):
                 packets = _feed(decoder, _chunks(vector.wire, 1))
             except RemoteProtocolError as e:
                 self.assertEqual(
-                    f"0x{int(e.reason_code):02X}", f"0x{int(vector.reason):02X}",
+                    f"0x{int(e.reason_code):02X}",
+                    f"0x{int(vector.reason):02X}",
                     f"codec said: {e.message}",
                 )
             else:

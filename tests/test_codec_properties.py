@@ -91,9 +91,7 @@ def _budget(examples: int) -> settings:
     """
     override = os.environ.get(_EXAMPLES_VARIABLE)
     if override:
-        return settings(
-            max_examples=int(override), deadline=None, suppress_health_check=_HEALTH
-        )
+        return settings(max_examples=int(override), deadline=None, suppress_health_check=_HEALTH)
     if _PROFILE:
         return settings(deadline=None, suppress_health_check=_HEALTH)
     return settings(max_examples=examples, deadline=None, suppress_health_check=_HEALTH)
@@ -148,10 +146,12 @@ def _too_long_strings() -> st.SearchStrategy[str]:
     characters (so a character count would wrongly pass them).
     """
     return st.builds(
-        lambda piece, extra: (piece * (65_536 // len(piece.encode()) + 1)).encode()[
-            : 65_536 + extra
-        ].decode("utf-8", "ignore")
-        + "x" * 4,
+        lambda piece, extra: (
+            (piece * (65_536 // len(piece.encode()) + 1))
+            .encode()[: 65_536 + extra]
+            .decode("utf-8", "ignore")
+            + "x" * 4
+        ),
         st.sampled_from(["a", "\xe9", "\u20ac", "\U0001f600", "a\u4e2d"]),
         st.integers(0, 4),
     ).filter(lambda s: len(s.encode()) > 65_535)
@@ -223,9 +223,7 @@ class ChunkingTests(SynchronousTestCase):
     """Decoding does not depend on how the byte stream is cut into chunks."""
 
     def assertChunkingInvariant(self, level: int, known_level: bool, data: st.DataObject) -> None:
-        packets = data.draw(
-            S.packet_streams(level, connect_first=not known_level), label="packets"
-        )
+        packets = data.draw(S.packet_streams(level, connect_first=not known_level), label="packets")
         stream = _encode_all(packets, level)
         cuts = data.draw(_cuts(len(stream)), label="cuts")
         decoder_level = level if known_level else None
@@ -404,9 +402,7 @@ class DecoderRobustnessTests(SynchronousTestCase):
 
     @_budget(60)
     @given(level=st.sampled_from(S.LEVELS), noise=st.binary(max_size=200), data=st.data())
-    def test_randomBytesAfterConnect(
-        self, level: int, noise: bytes, data: st.DataObject
-    ) -> None:
+    def test_randomBytesAfterConnect(self, level: int, noise: bytes, data: st.DataObject) -> None:
         """A valid CONNECT then noise, to a server-side decoder: only RemoteProtocolError."""
         connect = data.draw(S.connects(level), label="connect")
         stream = encode(connect, level) + noise
@@ -431,9 +427,7 @@ class DecoderRobustnessTests(SynchronousTestCase):
         decoded_at=st.sampled_from(S.LEVELS),
         data=st.data(),
     )
-    def test_otherLevelStreams(
-        self, encoded_at: int, decoded_at: int, data: st.DataObject
-    ) -> None:
+    def test_otherLevelStreams(self, encoded_at: int, decoded_at: int, data: st.DataObject) -> None:
         """Streams encoded at one level and decoded at another: only RemoteProtocolError."""
         packets = data.draw(
             S.packet_streams(encoded_at, connect_first=False, max_size=4), label="packets"
@@ -456,13 +450,13 @@ class DecoderRobustnessTests(SynchronousTestCase):
             packets = data.draw(
                 S.packet_streams(level or 4, connect_first=level is None, max_size=4)
             )
-            stream = data.draw(_mutated(_encode_all(packets, level or 4)) | st.just(
-                _encode_all(packets, level or 4)
-            ))
+            stream = data.draw(
+                _mutated(_encode_all(packets, level or 4))
+                | st.just(_encode_all(packets, level or 4))
+            )
         else:
             stream = data.draw(S.fixed_header_prefixes()) + data.draw(st.binary(max_size=200))
         self.assertOnlyRemoteErrors(stream, level, data.draw(_cuts(len(stream))), max_packet_size)
-
 
     @_budget(100)
     @given(level=st.sampled_from(S.LEVELS), data=st.data())
@@ -631,9 +625,16 @@ class EncoderRefusalTests(SynchronousTestCase):
         where = data.draw(
             st.sampled_from(
                 [
-                    "client_id", "username", "will_topic", "topic", "filter",
-                    "unsubscribe", "user_property_name", "user_property_value",
-                    "reason_string", "content_type",
+                    "client_id",
+                    "username",
+                    "will_topic",
+                    "topic",
+                    "filter",
+                    "unsubscribe",
+                    "user_property_name",
+                    "user_property_value",
+                    "reason_string",
+                    "content_type",
                 ]
             ),
             label="field",
@@ -653,12 +654,8 @@ class EncoderRefusalTests(SynchronousTestCase):
             "user_property_value": lambda: Disconnect(
                 properties={PropertyId.USER_PROPERTY: [("n", text)]}
             ),
-            "reason_string": lambda: Suback(
-                1, (0,), properties={PropertyId.REASON_STRING: text}
-            ),
-            "content_type": lambda: Publish(
-                "t", properties={PropertyId.CONTENT_TYPE: text}
-            ),
+            "reason_string": lambda: Suback(1, (0,), properties={PropertyId.REASON_STRING: text}),
+            "content_type": lambda: Publish("t", properties={PropertyId.CONTENT_TYPE: text}),
         }
         self.assertRefused(packets[where](), level)
 
@@ -668,11 +665,13 @@ class EncoderRefusalTests(SynchronousTestCase):
         for level in S.LEVELS:
             self.assertRefused(Connect(protocol_level=level, username="u", password=big), level)
             self.assertRefused(Connect(protocol_level=level, will=Will("t", big)), level)
+        self.assertRefused(Publish("t", properties={PropertyId.CORRELATION_DATA: big}), 5)
         self.assertRefused(
-            Publish("t", properties={PropertyId.CORRELATION_DATA: big}), 5
+            Auth(
+                0x18, {PropertyId.AUTHENTICATION_DATA: big, PropertyId.AUTHENTICATION_METHOD: "m"}
+            ),
+            5,
         )
-        self.assertRefused(Auth(0x18, {PropertyId.AUTHENTICATION_DATA: big,
-                                       PropertyId.AUTHENTICATION_METHOD: "m"}), 5)
 
     @_budget(60)
     @given(
@@ -685,9 +684,15 @@ class EncoderRefusalTests(SynchronousTestCase):
         kind = data.draw(
             st.sampled_from(
                 [
-                    PacketType.PUBLISH, PacketType.PUBACK, PacketType.PUBREC,
-                    PacketType.PUBREL, PacketType.PUBCOMP, PacketType.SUBSCRIBE,
-                    PacketType.SUBACK, PacketType.UNSUBSCRIBE, PacketType.UNSUBACK,
+                    PacketType.PUBLISH,
+                    PacketType.PUBACK,
+                    PacketType.PUBREC,
+                    PacketType.PUBREL,
+                    PacketType.PUBCOMP,
+                    PacketType.SUBSCRIBE,
+                    PacketType.SUBACK,
+                    PacketType.UNSUBSCRIBE,
+                    PacketType.UNSUBACK,
                 ]
             ),
             label="type",
@@ -704,8 +709,10 @@ class EncoderRefusalTests(SynchronousTestCase):
         """A packet with MQTT 5 properties (or will properties) is refused at levels 3 and 4."""
         packet = data.draw(
             S.packets(5).filter(
-                lambda p: bool(getattr(p, "properties", None))
-                or (isinstance(p, Connect) and p.will is not None and bool(p.will.properties))
+                lambda p: (
+                    bool(getattr(p, "properties", None))
+                    or (isinstance(p, Connect) and p.will is not None and bool(p.will.properties))
+                )
             ),
             label="packet",
         )
@@ -719,8 +726,18 @@ class EncoderRefusalTests(SynchronousTestCase):
         """Non-zero MQTT 5 reason codes, AUTH and MQTT 5 options are refused at levels 3 and 4."""
         kind = data.draw(
             st.sampled_from(
-                [Puback, Pubrec, Pubrel, Pubcomp, Disconnect, Auth, Unsuback, Connack,
-                 Suback, Subscription]
+                [
+                    Puback,
+                    Pubrec,
+                    Pubrel,
+                    Pubcomp,
+                    Disconnect,
+                    Auth,
+                    Unsuback,
+                    Connack,
+                    Suback,
+                    Subscription,
+                ]
             ),
             label="kind",
         )
@@ -739,9 +756,11 @@ class EncoderRefusalTests(SynchronousTestCase):
         elif kind is Suback:
             packet = Suback(1, (data.draw(st.sampled_from([0x83, 0x87, 0x8F, 0xA1])),))
         else:
-            option: dict[str, Any] = data.draw(st.sampled_from(
-                [{"no_local": True}, {"retain_as_published": True}, {"retain_handling": 1}]
-            ))
+            option: dict[str, Any] = data.draw(
+                st.sampled_from(
+                    [{"no_local": True}, {"retain_as_published": True}, {"retain_handling": 1}]
+                )
+            )
             packet = Subscribe(1, (Subscription("a/b", **option),))
         self.assertRefused(packet, level)
 
@@ -803,16 +822,21 @@ class EncoderRefusalTests(SynchronousTestCase):
                     Publish("t", properties={PropertyId.TOPIC_ALIAS: 0}),
                     Publish("t", properties={PropertyId.SUBSCRIPTION_IDENTIFIER: [0]}),
                     Publish("t", properties={PropertyId.SESSION_EXPIRY_INTERVAL: 1}),
-                    Subscribe(1, (Subscription("a"),),
-                              {PropertyId.SUBSCRIPTION_IDENTIFIER: [1, 2]}),
+                    Subscribe(
+                        1, (Subscription("a"),), {PropertyId.SUBSCRIPTION_IDENTIFIER: [1, 2]}
+                    ),
                     Connack(properties={PropertyId.MAXIMUM_QOS: 2}),
                     Connack(properties={PropertyId.RECEIVE_MAXIMUM: 0}),
                     Connect(protocol_level=5, properties={PropertyId.MAXIMUM_PACKET_SIZE: 0}),
                     Connect(protocol_level=5, properties={PropertyId.WILL_DELAY_INTERVAL: 5}),
                     Puback(1, properties={PropertyId.CONTENT_TYPE: "x"}),
                     Publish("t", properties={PropertyId.MESSAGE_EXPIRY_INTERVAL: 2**32}),
-                    Publish("t", properties={
-                        PropertyId.SUBSCRIPTION_IDENTIFIER: [S.MAX_VARIABLE_BYTE_INTEGER + 1]}),
+                    Publish(
+                        "t",
+                        properties={
+                            PropertyId.SUBSCRIPTION_IDENTIFIER: [S.MAX_VARIABLE_BYTE_INTEGER + 1]
+                        },
+                    ),
                 ]
             )
         )

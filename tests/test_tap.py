@@ -68,7 +68,8 @@ class OptionsTests(SynchronousTestCase):
         children = list(service)  # type: ignore[call-overload]
         self.assertEqual(len(children), 2)
         factory = children[0].factory
-        self.assertEqual(factory.max_packet_size, MAX_PACKET_SIZE)
+        self.assertIs(factory, children[1].factory)
+        self.assertEqual(factory.broker.config.max_packet_size, MAX_PACKET_SIZE)
 
     def test_make_service_listens(self) -> None:
         """The built service really listens when started, and stops cleanly."""

@@ -449,9 +449,11 @@ class EncodedPublish:
 
     @ivar qos: the QoS of the encoded message.
     @ivar size: the size of the whole packet on the wire.
+    @ivar whole: for QoS 0, the complete packet (every receiver gets the same bytes);
+        empty otherwise.
     """
 
-    __slots__ = ("_first", "_head", "_tail", "_whole", "qos", "size")
+    __slots__ = ("_first", "_head", "_tail", "qos", "size", "whole")
 
     def __init__(self, packet: Publish, protocol_level: int) -> None:
         if protocol_level not in (3, 4, 5):
@@ -463,12 +465,12 @@ class EncodedPublish:
             header = _fixed_header(first, len(topic) + 2 + len(tail))
             self._head = header + topic
             self._tail = tail
-            self._whole = b""
+            self.whole = b""
             self.size = len(self._head) + 2 + len(tail)
         else:
-            self._whole = _fixed_header(first, len(topic) + len(tail)) + topic + tail
+            self.whole = _fixed_header(first, len(topic) + len(tail)) + topic + tail
             self._head = self._tail = b""
-            self.size = len(self._whole)
+            self.size = len(self.whole)
 
     def for_packet_id(self, packet_id: int | None, dup: bool = False) -> bytes:
         """The whole packet for one receiver (C{packet_id} None for QoS 0)."""
@@ -479,7 +481,7 @@ class EncodedPublish:
         if not self.qos:
             if packet_id is not None or dup:
                 raise _refuse("PUBLISH: a QoS 0 message has no packet identifier or DUP")
-            return [self._whole]
+            return [self.whole]
         if packet_id is None or not 1 <= packet_id <= 0xFFFF:
             _packet_id(packet_id, "PUBLISH")
         head = self._head

@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.test_broker -*-
+"""
+The broker: the session registry, takeover, the publish pipeline, retained messages
+and subscriptions. Sans-I/O: it talks to connections only through L{IClientLink}.
+
+One inbound PUBLISH: the connection decodes and validates it, then calls
+L{Broker.publish}: retained store (if retain), route (exact dict + wildcard trie),
+then for each receiving session the QoS downgrade and L{Session.deliver}, which
+writes the shared encoded bytes or queues. Nothing on this path allocates per
+subscriber beyond the packet identifier, logs, or waits on a Deferred.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from twisted.logger import Logger
+
+from mqttbroker.codec import MAX_PACKET_SIZE
+from mqttbroker.interfaces import IBrokerObserver, IClientLink
+from mqttbroker.session import Message, Session, SessionLimits
+from mqttbroker.topics import RetainedStore, SubscriptionIndex, topic_filter_error
+
+__all__ = ["Broker", "BrokerConfig"]
+
+_log = Logger()
+
+#: SUBACK return code for a refused filter (3.1.1 section 3.9.3).
+SUBSCRIPTION_FAILURE = 0x80
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """
+    The broker's settings; every default is the documented default of C{twist mqtt}.
+
+    @ivar session_limits: in-flight window and queue bounds of every session.
+    @ivar max_packet_size: the largest packet accepted from a client.
+    @ivar max_connections: connections served at once (0: no limit).
+    @ivar connect_timeout: seconds a connection may take to send CONNECT.
+    @ivar max_qos: the highest QoS granted to a subscription.
+    """
+
+    session_limits: SessionLimits = field(default_factory=SessionLimits)
+    max_packet_size: int = MAX_PACKET_SIZE
+    max_connections: int = 0
+    connect_timeout: float = 10.0
+    max_qos: int = 2
+
+
+class Broker:
+    """
+    The hub every connection of one broker process shares.
+
+    @ivar sessions: client id -> session, online or not.
+    @ivar retained: topic -> retained message.
+    """
+
+    def __init__(
+        self,
+        config: BrokerConfig | None = None,
+        observers: Iterable[IBrokerObserver] = (),
+    ) -> None:
+        self.config = config if config is not None else BrokerConfig()
+        self.observers: list[IBrokerObserver] = list(observers)
+        self.sessions: dict[str, Session] = {}
+        self.subscriptions: SubscriptionIndex[Session, int] = SubscriptionIndex()
+        self.retained: RetainedStore[Message] = RetainedStore()
+
+    # -- sessions -------------------------------------------------------------------
+
+    def generate_client_id(self) -> str:
+        """A fresh client id for a client that sent an empty one."""
+        while True:
+            client_id = f"auto-{uuid.uuid4().hex}"
+            if client_id not in self.sessions:
+                return client_id
+
+    def open_session(
+        self, client_id: str, clean_start: bool, persistent: bool
+    ) -> tuple[Session, bool]:
+        """
+        The session for a CONNECT that was accepted, and whether it existed already
+        (the CONNACK's session present flag).
+
+        A connection still attached to that client id is closed first (session
+        takeover, [MQTT-3.1.4-2]); its will is handled as for any connection lost
+        without DISCONNECT. With C{clean_start} any stored session is discarded
+        ([MQTT-3.1.2-6]); C{persistent} says whether the session outlives this
+        connection. The caller sends CONNACK, then calls L{Session.attach}.
+        """
+        existing = self.sessions.get(client_id)
+        if existing is not None and existing.link is not None:
+            existing.link.close_by_server(0x8E, "session taken over")
+        if existing is not None and (clean_start or not existing.persistent):
+            self._discard(existing)
+            existing = None
+        if existing is not None:
+            existing.persistent = persistent
+            return existing, True
+        session = Session(client_id, persistent, self.config.session_limits, self._message_dropped)
+        self.sessions[client_id] = session
+        return session, False
+
+    def close_session(self, session: Session, link: IClientLink) -> None:
+        """
+        C{link}'s connection ended: detach it, and discard the session unless it is
+        persistent (a clean session lasts as long as its connection, [MQTT-3.1.2-6]).
+        """
+        if session.link is not link:
+            return
+        session.detach()
+        if not session.persistent:
+            self._discard(session)
+
+    def _discard(self, session: Session) -> None:
+        for topic_filter in session.subscriptions:
+            self.subscriptions.remove(topic_filter, session)
+        session.discard_state()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def subscribe(self, session: Session, topic_filter: str, qos: int) -> int:
+        """
+        Add or replace a subscription; the granted QoS, or 0x80 if it is refused.
+        The caller sends SUBACK, then L{send_retained}.
+        """
+        error = topic_filter_error(topic_filter)
+        if error is None and topic_filter.startswith("$share/"):
+            error = "shared subscriptions are not served yet"
+        if error is not None:
+            _log.info(
+                "Refused subscription of {client_id!r} to {topic_filter!r}: {error}",
+                client_id=session.client_id,
+                topic_filter=topic_filter,
+                error=error,
+            )
+            return SUBSCRIPTION_FAILURE
+        granted = min(qos, self.config.max_qos)
+        self.subscriptions.add(topic_filter, session, granted)
+        session.subscriptions[topic_filter] = granted
+        for observer in self.observers:
+            observer.subscribed(session.client_id, topic_filter, granted)
+        return granted
+
+    def send_retained(self, session: Session, topic_filter: str, granted: int) -> None:
+        """
+        Deliver the retained messages matching a new (or replaced) subscription, with
+        their retain flag set ([MQTT-3.3.1-6], [MQTT-3.8.4-3]).
+        """
+        if not len(self.retained):
+            return
+        for _, message in self.retained.matching(topic_filter):
+            session.deliver(message, min(granted, message.qos), True)
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        """Remove a subscription; True if there was one."""
+        if session.subscriptions.pop(topic_filter, None) is None:
+            return False
+        self.subscriptions.remove(topic_filter, session)
+        for observer in self.observers:
+            observer.unsubscribed(session.client_id, topic_filter)
+        return True
+
+    # -- publishing -------------------------------------------------------------------
+
+    def publish(self, message: Message) -> int:
+        """
+        Route one message to every matching session; the number of sessions it went
+        to (sent or queued).
+
+        A message with the retain flag replaces the topic's retained message, or
+        deletes it when the payload is empty ([MQTT-3.3.1-10], [MQTT-3.3.1-11]); it
+        reaches existing subscribers with the flag cleared ([MQTT-3.3.1-9]).
+        Overlapping subscriptions of one session get one copy at the highest QoS
+        granted among them.
+        """
+        if message.retain:
+            if message.payload:
+                self.retained.set(message.topic, message)
+            else:
+                self.retained.discard(message.topic)
+        for observer in self.observers:
+            observer.message_published(
+                message.publisher, message.topic, message.qos, message.retain, len(message.payload)
+            )
+        tables = self.subscriptions.match(message.topic)
+        if not tables:
+            return 0
+        qos = message.qos
+        if len(tables) == 1:
+            targets = tables[0]
+            for session, granted in list(targets.items()):
+                session.deliver(message, granted if granted < qos else qos, False)
+            return len(targets)
+        merged: dict[Session, int] = {}
+        for table in tables:
+            for session, granted in table.items():
+                if granted > merged.get(session, -1):
+                    merged[session] = granted
+        for session, granted in merged.items():
+            session.deliver(message, granted if granted < qos else qos, False)
+        return len(merged)
+
+    def _message_dropped(
+        self, session: Session, message: Message, reason: str, first: bool
+    ) -> None:
+        if first:
+            # Once per overflow episode: the policy is to drop the newest message
+            # and keep what is queued, so the client gets the oldest first.
+            _log.warn(
+                "Queue of {client_id!r} is full ({reason}; limits {messages} messages, "
+                "{bytes} bytes, 0 = none): dropping new messages for it until it drains",
+                client_id=session.client_id,
+                reason=reason,
+                messages=session.limits.max_queued_messages,
+                bytes=session.limits.max_queued_bytes,
+            )
+        for observer in self.observers:
+            observer.message_dropped(session.client_id, message.topic, message.qos, reason)

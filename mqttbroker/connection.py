@@ -1,0 +1,396 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+One client connection's MQTT logic, sans-I/O.
+
+L{ServerConnection} is fed decoded packets (and the decoder's errors, and the end
+of the connection) by the Twisted adapter, applies the protocol's per-connection
+rules, and acts through the L{Broker} and through an output object the adapter
+provides (write, close, keep-alive timer). Which packet is allowed in which state is
+data, in C{_HANDLERS}; a packet missing from the table is a protocol violation.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mqttbroker.broker import Broker
+from mqttbroker.codec import (
+    ALLOWED_REASON_CODES,
+    Auth,
+    Connack,
+    Connect,
+    ConnectReturnCode,
+    Disconnect,
+    MQTTError,
+    Packet,
+    PacketType,
+    Pingreq,
+    Properties,
+    PropertyId,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    ReasonCode,
+    RemoteProtocolError,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    Will,
+    connack_return_code_for,
+    encode,
+)
+from mqttbroker.interfaces import IClientLink
+from mqttbroker.session import Message, Session
+
+__all__ = ["ConnectionOutput", "ServerConnection", "State"]
+
+_log = Logger()
+_pack_ack = struct.Struct("!BBH").pack
+_PINGRESP = b"\xd0\x00"
+
+
+class ConnectionOutput(TypingProtocol):
+    """What the I/O adapter offers a L{ServerConnection}."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes."""
+
+    def write_sequence(self, chunks: list[bytes]) -> None:
+        """Send the concatenation of C{chunks}."""
+
+    def close(self) -> None:
+        """Close the connection once what was written is flushed."""
+
+    def set_keep_alive(self, seconds: float | None) -> None:
+        """Close the connection after C{seconds} without a packet (None: never)."""
+
+
+class State(Enum):
+    """Where a connection is in its life."""
+
+    AWAIT_CONNECT = "awaiting CONNECT"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class _RefusedError(Exception):
+    """A CONNECT that is answered with a failure CONNACK (MQTT 5 reason code)."""
+
+    def __init__(self, reason_code: ReasonCode, reason: str) -> None:
+        super().__init__(reason)
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+@implementer(IClientLink)
+class ServerConnection:
+    """
+    The server side of one MQTT connection.
+
+    @ivar state: the L{State}.
+    @ivar protocol_level: 3, 4 or 5 once CONNECT arrived (4 before).
+    @ivar client_id: the client identifier once connected.
+    @ivar session: the attached session once connected.
+    @ivar writable: False while the transport is over its high-water mark.
+    @ivar close_reason: why the connection ended, for the log and the observers.
+    """
+
+    def __init__(self, broker: Broker, output: ConnectionOutput, peer: str = "?") -> None:
+        self.broker = broker
+        self.peer = peer
+        self.state = State.AWAIT_CONNECT
+        self.protocol_level = 4
+        self.client_id: str | None = None
+        self.session: Session | None = None
+        self.writable = True
+        self.close_reason: str | None = None
+        self._output = output
+        # Bound once: the hot path writes through these without another call level.
+        self.write = output.write
+        self.write_sequence = output.write_sequence
+        self._will: Will | None = None
+        self._clean_disconnect = False
+
+    # -- input from the adapter ---------------------------------------------------
+
+    def packet_received(self, packet: Packet) -> None:
+        """Act on one decoded packet."""
+        handler = _HANDLERS[self.state].get(type(packet))
+        if handler is None:
+            if self.state is State.CLOSED:
+                return
+            self.protocol_violation(
+                RemoteProtocolError(
+                    ReasonCode.PROTOCOL_ERROR,
+                    f"{packet.packet_type.name} is not allowed from a client {self.state.value}",
+                )
+            )
+            return
+        handler(self, packet)
+
+    def protocol_violation(self, error: MQTTError) -> None:
+        """
+        The client broke the protocol (or its bytes were malformed): answer with the
+        reason code where the protocol level has a way to say it, then close. The
+        will is published, as for any connection that ends without DISCONNECT.
+        """
+        if self.state is State.CLOSED:
+            return
+        code = error.reason_code
+        if self.state is State.AWAIT_CONNECT:
+            level = error.protocol_level
+            if level == 5:
+                if code not in ALLOWED_REASON_CODES[PacketType.CONNACK]:
+                    code = ReasonCode.PROTOCOL_ERROR
+                self.write(encode(Connack(False, code), 5))
+            elif code == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
+                # [MQTT-3.1.2-2]: answer return code 1, then close.
+                self.write(
+                    encode(Connack(False, ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION), 4)
+                )
+            _log.info(
+                "Refused connection from {peer}: {error}", peer=self.peer, error=error.message
+            )
+        elif self.protocol_level == 5:
+            if code not in ALLOWED_REASON_CODES[PacketType.DISCONNECT]:
+                code = ReasonCode.PROTOCOL_ERROR
+            self.write(encode(Disconnect(code), 5))
+        self._end(f"protocol error: {error.message}")
+
+    def keep_alive_expired(self) -> None:
+        """Nothing came from the client for 1.5 times its keep alive ([MQTT-3.1.2-24])."""
+        if self.state is State.CONNECTED and self.protocol_level == 5:
+            self.write(encode(Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT), 5))
+        self._end("keep alive timeout")
+
+    def connection_lost(self, reason: str = "connection lost") -> None:
+        """The transport is gone (for whatever reason)."""
+        self._end(reason, close=False)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: queue instead of writing."""
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        """The transport drained: send what queued meanwhile."""
+        self.writable = True
+        if self.session is not None and self.session.link is self:
+            self.session.drain()
+
+    # -- IClientLink -------------------------------------------------------------------
+
+    def close_by_server(self, reason_code: int, reason: str) -> None:
+        """End the connection from the server's side (takeover, shutdown, ...)."""
+        if self.state is State.CONNECTED and self.protocol_level == 5:
+            self.write(encode(Disconnect(reason_code), 5))
+        self._end(reason)
+
+    # -- ending -----------------------------------------------------------------------
+
+    def _end(self, reason: str, close: bool = True) -> None:
+        state = self.state
+        self.state = State.CLOSED
+        if state is State.CONNECTED:
+            self.close_reason = reason
+            session = self.session
+            assert session is not None and self.client_id is not None
+            if not self._clean_disconnect and self._will is not None:
+                self._publish_will(self._will)
+            self._will = None
+            self.broker.close_session(session, self)
+            for observer in self.broker.observers:
+                observer.client_disconnected(self.client_id, reason, self._clean_disconnect)
+        elif state is State.AWAIT_CONNECT:
+            self.close_reason = reason
+        if close and state is not State.CLOSED:
+            self._output.close()
+
+    def _publish_will(self, will: Will) -> None:
+        """Publish the will ([MQTT-3.1.2-8]): the connection ended without DISCONNECT."""
+        properties = dict(will.properties)
+        properties.pop(PropertyId.WILL_DELAY_INTERVAL, None)
+        self.broker.publish(
+            Message(will.topic, will.payload, will.qos, will.retain, properties, self.client_id)
+        )
+
+    # -- handlers (state table below) ---------------------------------------------------------
+
+    def _on_connect(self, packet: Connect) -> None:
+        level = self.protocol_level = packet.protocol_level
+        try:
+            client_id, assigned = self._client_id_for(packet)
+        except _RefusedError as refusal:
+            code = refusal.reason_code
+            wire = code if level == 5 else connack_return_code_for(code)
+            self.write(encode(Connack(False, wire), level))
+            _log.info(
+                "Refused CONNECT from {peer}: {reason}", peer=self.peer, reason=refusal.reason
+            )
+            self._end(f"refused: {refusal.reason}")
+            return
+        if level == 5:
+            expiry = packet.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0)
+            persistent = bool(expiry)
+        else:
+            persistent = not packet.clean_start
+        session, present = self.broker.open_session(client_id, packet.clean_start, persistent)
+        self.client_id = client_id
+        self.session = session
+        self._will = packet.will
+        self.state = State.CONNECTED
+        properties: Properties = {}
+        if assigned and level == 5:
+            properties[PropertyId.ASSIGNED_CLIENT_IDENTIFIER] = client_id
+        if level == 5:
+            # Until topic aliases are served the maximum is 0 (the default), so an
+            # alias from the client is a protocol error; say the rest explicitly.
+            properties[PropertyId.SHARED_SUBSCRIPTION_AVAILABLE] = 0
+            properties[PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE] = 0
+        self.write(encode(Connack(present, 0, properties), level))
+        self._output.set_keep_alive(packet.keep_alive * 1.5 if packet.keep_alive else None)
+        for observer in self.broker.observers:
+            observer.client_connected(client_id, self.peer, level, packet.clean_start, present)
+        session.attach(self)
+
+    def _client_id_for(self, packet: Connect) -> tuple[str, bool]:
+        """The client id to use, and whether the broker assigned it."""
+        if packet.client_id:
+            return packet.client_id, False
+        if packet.protocol_level == 3:
+            raise _RefusedError(
+                ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "MQTT 3.1 requires a client identifier"
+            )
+        if packet.protocol_level == 4 and not packet.clean_start:
+            raise _RefusedError(
+                ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+                "an empty client identifier needs clean session [MQTT-3.1.3-8]",
+            )
+        return self.broker.generate_client_id(), True
+
+    def _on_second_connect(self, packet: Connect) -> None:
+        self.protocol_violation(
+            RemoteProtocolError(ReasonCode.PROTOCOL_ERROR, "a second CONNECT [MQTT-3.1.0-2]")
+        )
+
+    def _on_publish(self, packet: Publish) -> None:
+        qos = packet.qos
+        if self.protocol_level == 5 and PropertyId.TOPIC_ALIAS in packet.properties:
+            self.protocol_violation(
+                RemoteProtocolError(
+                    ReasonCode.TOPIC_ALIAS_INVALID,
+                    "topic alias used but the server's Topic Alias Maximum is 0",
+                )
+            )
+            return
+        message = Message(
+            packet.topic, packet.payload, qos, packet.retain, packet.properties, self.client_id
+        )
+        if qos == 0:
+            self.broker.publish(message)
+            return
+        pid = packet.packet_id
+        assert pid is not None
+        if qos == 1:
+            self.broker.publish(message)
+            self.write(_pack_ack(0x40, 2, pid))
+            return
+        # QoS 2: route once per packet identifier until the PUBREL releases it, so a
+        # re-sent PUBLISH is acknowledged again but not delivered twice (4.3.3).
+        session = self.session
+        assert session is not None
+        awaiting = session.awaiting_rel
+        if pid not in awaiting:
+            awaiting.add(pid)
+            self.broker.publish(message)
+        self.write(_pack_ack(0x50, 2, pid))
+
+    def _on_puback(self, packet: Puback) -> None:
+        assert self.session is not None
+        self.session.puback(packet.packet_id)
+
+    def _on_pubrec(self, packet: Pubrec) -> None:
+        assert self.session is not None
+        if self.session.pubrec(packet.packet_id) or self.protocol_level != 5:
+            self.write(_pack_ack(0x62, 2, packet.packet_id))
+        else:
+            self.write(encode(Pubrel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), 5))
+
+    def _on_pubrel(self, packet: Pubrel) -> None:
+        assert self.session is not None
+        awaiting = self.session.awaiting_rel
+        if packet.packet_id in awaiting or self.protocol_level != 5:
+            awaiting.discard(packet.packet_id)
+            self.write(_pack_ack(0x70, 2, packet.packet_id))
+        else:
+            self.write(encode(Pubcomp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), 5))
+
+    def _on_pubcomp(self, packet: Pubcomp) -> None:
+        assert self.session is not None
+        self.session.pubcomp(packet.packet_id)
+
+    def _on_subscribe(self, packet: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        broker = self.broker
+        granted = [
+            broker.subscribe(session, sub.topic_filter, sub.qos) for sub in packet.subscriptions
+        ]
+        self.write(encode(Suback(packet.packet_id, tuple(granted)), self.protocol_level))
+        for sub, qos in zip(packet.subscriptions, granted, strict=True):
+            if qos < 0x80:
+                broker.send_retained(session, sub.topic_filter, qos)
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        found = [self.broker.unsubscribe(session, f) for f in packet.topic_filters]
+        if self.protocol_level == 5:
+            codes = tuple(0x00 if ok else ReasonCode.NO_SUBSCRIPTION_EXISTED for ok in found)
+            self.write(encode(Unsuback(packet.packet_id, codes), 5))
+        else:
+            self.write(_pack_ack(0xB0, 2, packet.packet_id))
+
+    def _on_pingreq(self, packet: Pingreq) -> None:
+        self.write(_PINGRESP)
+
+    def _on_disconnect(self, packet: Disconnect) -> None:
+        # A normal DISCONNECT discards the will ([MQTT-3.14.4-3]); MQTT 5's
+        # "disconnect with will message" (0x04) keeps it.
+        self._clean_disconnect = packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE
+        self._end("client DISCONNECT")
+
+    def _on_auth(self, packet: Auth) -> None:
+        self.protocol_violation(
+            RemoteProtocolError(
+                ReasonCode.PROTOCOL_ERROR, "AUTH without an authentication method in CONNECT"
+            )
+        )
+
+
+_HANDLERS: dict[State, dict[type, Callable[[ServerConnection, Any], None]]] = {
+    State.AWAIT_CONNECT: {Connect: ServerConnection._on_connect},
+    State.CONNECTED: {
+        Publish: ServerConnection._on_publish,
+        Puback: ServerConnection._on_puback,
+        Pubrec: ServerConnection._on_pubrec,
+        Pubrel: ServerConnection._on_pubrel,
+        Pubcomp: ServerConnection._on_pubcomp,
+        Subscribe: ServerConnection._on_subscribe,
+        Unsubscribe: ServerConnection._on_unsubscribe,
+        Pingreq: ServerConnection._on_pingreq,
+        Disconnect: ServerConnection._on_disconnect,
+        Connect: ServerConnection._on_second_connect,
+        Auth: ServerConnection._on_auth,
+    },
+    State.CLOSED: {},
+}

@@ -1,0 +1,104 @@
+"""
+Every zope.interface seam of mqttbroker, with its contract.
+
+Implementations declare C{@implementer(...)} and are checked with
+C{zope.interface.verify.verifyObject} in the tests.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["IBrokerObserver", "IClientLink"]
+
+
+class IBrokerObserver(Interface):
+    """
+    Receives the broker's events: logging, metrics, C{$SYS} topics and plugins hang
+    off this one seam.
+
+    Methods are called synchronously, on the reactor thread, while the broker is
+    handling the event; they must be quick and must not raise (an exception is
+    logged and otherwise ignored). C{message_published} is called once per message
+    routed, so an observer that does real work there should batch it.
+    """
+
+    def client_connected(
+        client_id: str,
+        address: str,
+        protocol_level: int,
+        clean_start: bool,
+        session_present: bool,
+    ) -> None:
+        """
+        A client completed its CONNECT handshake.
+
+        @param client_id: the client identifier (assigned by the broker if empty).
+        @param address: the peer address as a string.
+        @param protocol_level: 3, 4 or 5.
+        @param clean_start: the CONNECT's clean session / clean start flag.
+        @param session_present: whether an existing session was resumed.
+        """
+
+    def client_disconnected(client_id: str, reason: str, clean: bool) -> None:
+        """
+        A connected client's network connection ended.
+
+        @param reason: a short human-readable cause ("client DISCONNECT",
+            "keep alive timeout", "session taken over", "protocol error: ...").
+        @param clean: True when the client sent DISCONNECT (its will is discarded).
+        """
+
+    def subscribed(client_id: str, topic_filter: str, qos: int) -> None:
+        """A subscription was granted, at C{qos}."""
+
+    def unsubscribed(client_id: str, topic_filter: str) -> None:
+        """A subscription was removed at the client's request."""
+
+    def message_published(
+        client_id: str | None, topic: str, qos: int, retain: bool, size: int
+    ) -> None:
+        """
+        A message was accepted for routing.
+
+        @param client_id: the publisher's client id (a will is reported with the id
+            of the client it belonged to), or None for a message the broker made.
+        @param size: the payload size in bytes.
+        """
+
+    def message_dropped(client_id: str, topic: str, qos: int, reason: str) -> None:
+        """
+        A message for C{client_id} was dropped instead of delivered.
+
+        @param reason: why: "queue full (messages)", "queue full (bytes)",
+            "QoS 0 while offline".
+        """
+
+
+class IClientLink(Interface):
+    """
+    The connection a session is currently attached to, as the sans-I/O core sees it.
+
+    The broker calls these to send to a client; the Twisted adapter implements them
+    over a transport. Writes are fire-and-forget; C{writable} tells whether the
+    transport has room (backpressure).
+    """
+
+    protocol_level = Attribute("3, 4 or 5: the level the client connected with.")
+    writable = Attribute(
+        "False while the transport's buffer is above its high-water mark: the session "
+        "then queues instead of writing."
+    )
+
+    def write(data: bytes) -> None:
+        """Send bytes (one or more whole packets)."""
+
+    def write_sequence(chunks: list[bytes]) -> None:
+        """Send the concatenation of C{chunks} (shared pieces of a PUBLISH)."""
+
+    def close_by_server(reason_code: int, reason: str) -> None:
+        """
+        End the connection from the server side (takeover, administrative action):
+        MQTT 5 clients get a DISCONNECT with C{reason_code} first. The session is
+        detached and the will handled as for any connection lost without DISCONNECT.
+        """

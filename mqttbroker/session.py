@@ -1,0 +1,341 @@
+# -*- test-case-name: tests.test_session -*-
+"""
+Per-client session state, sans-I/O: subscriptions, outbound packet identifiers and
+in-flight window, the queue of messages owed to the client, and inbound QoS 2
+identifiers awaiting PUBREL.
+
+A session outlives its network connections when the client asked for a persistent
+one (3.1.1 Clean Session = 0). While a connection is attached (L{Session.link}), the
+session writes to it directly; while none is, or while the connection's transport is
+full, messages wait in a bounded queue.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mqttbroker.codec import EncodedPublish, Properties, Publish
+from mqttbroker.interfaces import IClientLink
+
+__all__ = ["QOS0_OFFLINE", "Message", "Session", "SessionLimits"]
+
+_pack_ack = struct.Struct("!BBH").pack
+
+
+class Message:
+    """
+    An application message as the broker routes it: decoded once, encoded once per
+    (protocol level, QoS, retain flag) shape and shared by every receiver of that
+    shape.
+
+    @ivar publisher: the client id of the sender (None for messages the broker makes).
+    @ivar size: payload plus topic bytes, what queue byte limits count.
+    """
+
+    __slots__ = ("_encoded", "payload", "properties", "publisher", "qos", "retain", "size", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        properties: Properties | None = None,
+        publisher: str | None = None,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.properties: Properties = properties if properties is not None else {}
+        self.publisher = publisher
+        self.size = len(payload) + len(topic)
+        self._encoded: dict[int, EncodedPublish] = {}
+
+    def encoded(self, level: int, qos: int, retain: bool) -> EncodedPublish:
+        """The shared encoding of this message for one shape of receiver."""
+        key = (level << 3) | (qos << 1) | retain
+        encoded = self._encoded.get(key)
+        if encoded is None:
+            properties = self.properties if level == 5 else {}
+            encoded = self._encoded[key] = EncodedPublish(
+                Publish(self.topic, self.payload, qos, retain, properties=properties), level
+            )
+        return encoded
+
+    def __repr__(self) -> str:
+        return f"<Message {self.topic!r} qos={self.qos} retain={self.retain} {self.size} B>"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """
+    The bounds every session keeps.
+
+    @ivar max_inflight: QoS 1/2 messages sent and not yet acknowledged, per session;
+        more wait in the queue.
+    @ivar max_queued_messages: messages waiting (offline, or behind a full window or
+        a full transport); 0 means no limit.
+    @ivar max_queued_bytes: their payload and topic bytes; 0 means no limit.
+    @ivar queue_qos0: whether QoS 0 messages are queued for offline persistent
+        sessions (the spec allows either; off by default, as in mosquitto).
+    """
+
+    max_inflight: int = 20
+    max_queued_messages: int = 1000
+    max_queued_bytes: int = 0
+    queue_qos0: bool = False
+
+
+class _Outbound:
+    """A QoS 1/2 message sent to the client and not yet fully acknowledged."""
+
+    __slots__ = ("message", "qos", "released", "retain")
+
+    def __init__(self, message: Message, qos: int, retain: bool) -> None:
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        #: QoS 2 only: PUBREC received and PUBREL sent; awaiting PUBCOMP.
+        self.released = False
+
+
+#: Reason given when a QoS 0 message finds its persistent session offline.
+QOS0_OFFLINE = "QoS 0 while offline"
+
+#: Called when a message is dropped: (session, message, reason, first), where
+#: C{first} is True for the first drop since the queue was last below its limits.
+DropCallback = Callable[["Session", Message, str, bool], None]
+
+
+def _ignore_drop(session: Session, message: Message, reason: str, first: bool) -> None:
+    pass
+
+
+class Session:
+    """
+    One client's session.
+
+    @ivar client_id: the client identifier.
+    @ivar persistent: the session survives its connection (Clean Session 0).
+    @ivar subscriptions: topic filter -> granted QoS.
+    @ivar link: the connection now attached, or None while the client is offline.
+    @ivar awaiting_rel: packet identifiers of inbound QoS 2 messages that were
+        routed and are waiting for the client's PUBREL (exactly-once delivery).
+    @ivar dropped: how many messages were dropped for this session.
+    """
+
+    __slots__ = (
+        "_drop",
+        "_inflight",
+        "_next_pid",
+        "_overflowing",
+        "_queue",
+        "_queued_bytes",
+        "awaiting_rel",
+        "client_id",
+        "dropped",
+        "limits",
+        "link",
+        "persistent",
+        "subscriptions",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        persistent: bool,
+        limits: SessionLimits,
+        on_drop: DropCallback = _ignore_drop,
+    ) -> None:
+        self.client_id = client_id
+        self.persistent = persistent
+        self.limits = limits
+        self.subscriptions: dict[str, int] = {}
+        self.link: IClientLink | None = None
+        self.awaiting_rel: set[int] = set()
+        self.dropped = 0
+        self._drop = on_drop
+        self._inflight: dict[int, _Outbound] = {}
+        self._queue: deque[tuple[Message, int, bool]] = deque()
+        self._queued_bytes = 0
+        self._next_pid = 1
+        self._overflowing = False
+
+    def __repr__(self) -> str:
+        state = "online" if self.link is not None else "offline"
+        return (
+            f"<Session {self.client_id!r} {state} inflight={len(self._inflight)} "
+            f"queued={len(self._queue)}>"
+        )
+
+    @property
+    def inflight_count(self) -> int:
+        """QoS 1/2 messages sent and not fully acknowledged."""
+        return len(self._inflight)
+
+    @property
+    def queued_count(self) -> int:
+        """Messages waiting to be sent."""
+        return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Payload and topic bytes of the waiting messages."""
+        return self._queued_bytes
+
+    @property
+    def overflowing(self) -> bool:
+        """The queue hit a limit and has not drained below it since (drops happen)."""
+        return self._overflowing
+
+    # -- delivery ---------------------------------------------------------------
+
+    def deliver(self, message: Message, qos: int, retain: bool) -> None:
+        """
+        Send C{message} at C{qos} (already downgraded to the subscription's grant)
+        now if the client is online with room, else queue it within the limits.
+        """
+        link = self.link
+        if qos == 0:
+            if link is not None and link.writable:
+                link.write(message.encoded(link.protocol_level, 0, retain).whole)
+                return
+            if link is None and not self.limits.queue_qos0:
+                self._dropped(message, QOS0_OFFLINE)
+                return
+        elif (
+            link is not None
+            and link.writable
+            and not self._queue
+            and len(self._inflight) < self.limits.max_inflight
+        ):
+            self._send_new(link, message, qos, retain)
+            return
+        self._enqueue(message, qos, retain)
+
+    def _enqueue(self, message: Message, qos: int, retain: bool) -> None:
+        limits = self.limits
+        if limits.max_queued_messages and len(self._queue) >= limits.max_queued_messages:
+            self._dropped(message, "queue full (messages)")
+            return
+        if limits.max_queued_bytes and self._queued_bytes + message.size > limits.max_queued_bytes:
+            self._dropped(message, "queue full (bytes)")
+            return
+        self._queue.append((message, qos, retain))
+        self._queued_bytes += message.size
+
+    def _dropped(self, message: Message, reason: str) -> None:
+        self.dropped += 1
+        first = False
+        if reason != QOS0_OFFLINE and not self._overflowing:
+            self._overflowing = first = True
+        self._drop(self, message, reason, first)
+
+    def _allocate_pid(self) -> int:
+        pid = self._next_pid
+        inflight = self._inflight
+        while pid in inflight:
+            pid = pid + 1 if pid < 0xFFFF else 1
+        self._next_pid = pid + 1 if pid < 0xFFFF else 1
+        return pid
+
+    def _send_new(self, link: IClientLink, message: Message, qos: int, retain: bool) -> None:
+        pid = self._allocate_pid()
+        self._inflight[pid] = _Outbound(message, qos, retain)
+        link.write_sequence(message.encoded(link.protocol_level, qos, retain).chunks(pid))
+
+    def drain(self) -> None:
+        """Send queued messages while the client is online, writable and has room."""
+        link = self.link
+        queue = self._queue
+        if link is None or not queue:
+            return
+        inflight = self._inflight
+        max_inflight = self.limits.max_inflight
+        while queue and link.writable:
+            message, qos, retain = queue[0]
+            if qos:
+                if len(inflight) >= max_inflight:
+                    break
+                queue.popleft()
+                self._send_new(link, message, qos, retain)
+            else:
+                queue.popleft()
+                link.write(message.encoded(link.protocol_level, 0, retain).whole)
+            self._queued_bytes -= message.size
+        if self._overflowing and self._below_limits():
+            self._overflowing = False
+
+    def _below_limits(self) -> bool:
+        limits = self.limits
+        return (
+            not limits.max_queued_messages or len(self._queue) < limits.max_queued_messages
+        ) and (not limits.max_queued_bytes or self._queued_bytes < limits.max_queued_bytes)
+
+    # -- acknowledgements from the client ------------------------------------------
+
+    def puback(self, packet_id: int) -> bool:
+        """The client acknowledged a QoS 1 message; True if it was in flight."""
+        entry = self._inflight.get(packet_id)
+        if entry is None or entry.qos != 1:
+            return False
+        del self._inflight[packet_id]
+        if self._queue:
+            self.drain()
+        return True
+
+    def pubrec(self, packet_id: int) -> bool:
+        """
+        The client received a QoS 2 message: from now on only PUBREL/PUBCOMP remain,
+        and the message itself is released. True if it was in flight.
+        """
+        entry = self._inflight.get(packet_id)
+        if entry is None or entry.qos != 2:
+            return False
+        entry.released = True
+        return True
+
+    def pubcomp(self, packet_id: int) -> bool:
+        """The client completed a QoS 2 delivery; True if it was awaiting PUBCOMP."""
+        entry = self._inflight.get(packet_id)
+        if entry is None or not entry.released:
+            return False
+        del self._inflight[packet_id]
+        if self._queue:
+            self.drain()
+        return True
+
+    # -- connection lifecycle -------------------------------------------------------
+
+    def attach(self, link: IClientLink) -> None:
+        """
+        A connection took this session: re-send what is in flight, in the original
+        order, PUBLISH with DUP set and PUBREL as they were ([MQTT-4.4.0-1]), then
+        the queue.
+        """
+        self.link = link
+        level = link.protocol_level
+        for pid, entry in self._inflight.items():
+            if entry.released:
+                link.write(_pack_ack(0x62, 2, pid))
+            else:
+                link.write_sequence(
+                    entry.message.encoded(level, entry.qos, entry.retain).chunks(pid, dup=True)
+                )
+        self.drain()
+
+    def detach(self) -> None:
+        """The connection went away; keep the state for the next one."""
+        self.link = None
+
+    def discard_state(self) -> None:
+        """Forget everything owed (a clean session ends)."""
+        self._inflight.clear()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self.awaiting_rel.clear()
+        self.subscriptions.clear()
