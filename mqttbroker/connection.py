@@ -23,6 +23,7 @@ from zope.interface import implementer
 from mqttbroker.broker import Broker
 from mqttbroker.codec import (
     ALLOWED_REASON_CODES,
+    MAX_PACKET_SIZE,
     Auth,
     Connack,
     Connect,
@@ -256,6 +257,10 @@ class ServerConnection:
             # alias from the client is a protocol error; say the rest explicitly.
             properties[PropertyId.SHARED_SUBSCRIPTION_AVAILABLE] = 0
             properties[PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE] = 0
+            max_packet_size = self.broker.config.max_packet_size
+            if max_packet_size < MAX_PACKET_SIZE:
+                # Absent means "the protocol's limit" (5.0 section 3.2.2.3.6).
+                properties[PropertyId.MAXIMUM_PACKET_SIZE] = max_packet_size
         self.write(encode(Connack(present, 0, properties), level))
         self._output.set_keep_alive(packet.keep_alive * 1.5 if packet.keep_alive else None)
         for observer in self.broker.observers:
