@@ -23,12 +23,19 @@ from mqttbroker.interfaces import IBrokerObserver, IClientLink
 from mqttbroker.session import Message, Session, SessionLimits
 from mqttbroker.topics import RetainedStore, SubscriptionIndex, topic_filter_error
 
-__all__ = ["Broker", "BrokerConfig"]
+__all__ = ["NO_LOCAL", "RETAIN_AS_PUBLISHED", "Broker", "BrokerConfig"]
 
 _log = Logger()
 
 #: SUBACK return code for a refused filter (3.1.1 section 3.9.3).
 SUBSCRIPTION_FAILURE = 0x80
+
+#: Bits kept with a subscription's granted QoS (bits 0-1) in the index: MQTT 5's No
+#: Local (do not send a client its own messages) and Retain As Published (keep the
+#: retain flag when forwarding). One int per subscription keeps the index small and
+#: the fan-out loop free of attribute lookups.
+NO_LOCAL = 0x04
+RETAIN_AS_PUBLISHED = 0x08
 
 
 @dataclass(frozen=True)
@@ -124,10 +131,15 @@ class Broker:
 
     # -- subscriptions ------------------------------------------------------------------
 
-    def subscribe(self, session: Session, topic_filter: str, qos: int) -> int:
+    def subscribe(
+        self, session: Session, topic_filter: str, qos: int, options: int = 0
+    ) -> tuple[int, bool]:
         """
-        Add or replace a subscription; the granted QoS, or 0x80 if it is refused.
-        The caller sends SUBACK, then L{send_retained}.
+        Add or replace a subscription: the granted QoS (or 0x80 if it is refused) and
+        whether the subscription is new. The caller sends SUBACK, then
+        L{send_retained}.
+
+        @param options: MQTT 5 options as L{NO_LOCAL} and L{RETAIN_AS_PUBLISHED} bits.
         """
         error = topic_filter_error(topic_filter)
         if error is None and topic_filter.startswith("$share/"):
@@ -139,13 +151,12 @@ class Broker:
                 topic_filter=topic_filter,
                 error=error,
             )
-            return SUBSCRIPTION_FAILURE
+            return SUBSCRIPTION_FAILURE, False
         granted = min(qos, self.config.max_qos)
-        self.subscriptions.add(topic_filter, session, granted)
-        session.subscriptions[topic_filter] = granted
-        for observer in self.observers:
-            observer.subscribed(session.client_id, topic_filter, granted)
-        return granted
+        new = self.subscriptions.add(topic_filter, session, granted | options)
+        session.subscriptions[topic_filter] = granted | options
+        self.notify("subscribed", session.client_id, topic_filter, granted)
+        return granted, new
 
     def send_retained(self, session: Session, topic_filter: str, granted: int) -> None:
         """
@@ -162,8 +173,7 @@ class Broker:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
         self.subscriptions.remove(topic_filter, session)
-        for observer in self.observers:
-            observer.unsubscribed(session.client_id, topic_filter)
+        self.notify("unsubscribed", session.client_id, topic_filter)
         return True
 
     # -- publishing -------------------------------------------------------------------
@@ -184,27 +194,66 @@ class Broker:
                 self.retained.set(message.topic, message)
             else:
                 self.retained.discard(message.topic)
-        for observer in self.observers:
-            observer.message_published(
-                message.publisher, message.topic, message.qos, message.retain, len(message.payload)
+        if self.observers:
+            self.notify(
+                "message_published",
+                message.publisher,
+                message.topic,
+                message.qos,
+                message.retain,
+                len(message.payload),
             )
         tables = self.subscriptions.match(message.topic)
         if not tables:
             return 0
         qos = message.qos
+        publisher = message.publisher
+        retain = message.retain
         if len(tables) == 1:
             targets = tables[0]
-            for session, granted in list(targets.items()):
-                session.deliver(message, granted if granted < qos else qos, False)
-            return len(targets)
+            count = 0
+            for session, value in list(targets.items()):
+                if value & NO_LOCAL and session.client_id == publisher:
+                    continue
+                granted = value & 3
+                session.deliver(
+                    message,
+                    granted if granted < qos else qos,
+                    retain and bool(value & RETAIN_AS_PUBLISHED),
+                )
+                count += 1
+            return count
+        # Several filters match: one copy per session, at the highest QoS among its
+        # matching subscriptions ([MQTT-3.3.5-1]); a No Local subscription does not
+        # count for the publisher itself.
         merged: dict[Session, int] = {}
         for table in tables:
-            for session, granted in table.items():
-                if granted > merged.get(session, -1):
-                    merged[session] = granted
-        for session, granted in merged.items():
-            session.deliver(message, granted if granted < qos else qos, False)
+            for session, value in table.items():
+                if value & NO_LOCAL and session.client_id == publisher:
+                    continue
+                known = merged.get(session)
+                if known is None:
+                    merged[session] = value
+                else:
+                    merged[session] = max(known & 3, value & 3) | ((known | value) & ~3)
+        for session, value in merged.items():
+            granted = value & 3
+            session.deliver(
+                message,
+                granted if granted < qos else qos,
+                retain and bool(value & RETAIN_AS_PUBLISHED),
+            )
         return len(merged)
+
+    def notify(self, event: str, *args: object) -> None:
+        """Call every observer's C{event}; one that raises is logged and skipped."""
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                _log.failure(
+                    "Observer {observer!r} failed on {event}", observer=observer, event=event
+                )
 
     def _message_dropped(
         self, session: Session, message: Message, reason: str, first: bool
@@ -220,5 +269,4 @@ class Broker:
                 messages=session.limits.max_queued_messages,
                 bytes=session.limits.max_queued_bytes,
             )
-        for observer in self.observers:
-            observer.message_dropped(session.client_id, message.topic, message.qos, reason)
+        self.notify("message_dropped", session.client_id, message.topic, message.qos, reason)

@@ -20,7 +20,7 @@ from typing import Protocol as TypingProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mqttbroker.broker import Broker
+from mqttbroker.broker import NO_LOCAL, RETAIN_AS_PUBLISHED, Broker
 from mqttbroker.codec import (
     ALLOWED_REASON_CODES,
     MAX_PACKET_SIZE,
@@ -209,8 +209,9 @@ class ServerConnection:
                 self._publish_will(self._will)
             self._will = None
             self.broker.close_session(session, self)
-            for observer in self.broker.observers:
-                observer.client_disconnected(self.client_id, reason, self._clean_disconnect)
+            self.broker.notify(
+                "client_disconnected", self.client_id, reason, self._clean_disconnect
+            )
         elif state is State.AWAIT_CONNECT:
             self.close_reason = reason
         if close and state is not State.CLOSED:
@@ -261,10 +262,12 @@ class ServerConnection:
             if max_packet_size < MAX_PACKET_SIZE:
                 # Absent means "the protocol's limit" (5.0 section 3.2.2.3.6).
                 properties[PropertyId.MAXIMUM_PACKET_SIZE] = max_packet_size
-        self.write(encode(Connack(present, 0, properties), level))
+        # MQTT 3.1 has no session present flag: its CONNACK byte is reserved.
+        self.write(encode(Connack(present and level > 3, 0, properties), level))
         self._output.set_keep_alive(packet.keep_alive * 1.5 if packet.keep_alive else None)
-        for observer in self.broker.observers:
-            observer.client_connected(client_id, self.peer, level, packet.clean_start, present)
+        self.broker.notify(
+            "client_connected", client_id, self.peer, level, packet.clean_start, present
+        )
         session.attach(self)
 
     def _client_id_for(self, packet: Connect) -> tuple[str, bool]:
@@ -289,14 +292,24 @@ class ServerConnection:
 
     def _on_publish(self, packet: Publish) -> None:
         qos = packet.qos
-        if self.protocol_level == 5 and PropertyId.TOPIC_ALIAS in packet.properties:
-            self.protocol_violation(
-                RemoteProtocolError(
-                    ReasonCode.TOPIC_ALIAS_INVALID,
-                    "topic alias used but the server's Topic Alias Maximum is 0",
+        if self.protocol_level == 5 and packet.properties:
+            properties = packet.properties
+            if PropertyId.TOPIC_ALIAS in properties:
+                self.protocol_violation(
+                    RemoteProtocolError(
+                        ReasonCode.TOPIC_ALIAS_INVALID,
+                        "topic alias used but the server's Topic Alias Maximum is 0",
+                    )
                 )
-            )
-            return
+                return
+            if PropertyId.SUBSCRIPTION_IDENTIFIER in properties:
+                self.protocol_violation(
+                    RemoteProtocolError(
+                        ReasonCode.PROTOCOL_ERROR,
+                        "a client PUBLISH must not carry a Subscription Identifier [MQTT-3.3.4-6]",
+                    )
+                )
+                return
         message = Message(
             packet.topic, packet.payload, qos, packet.retain, packet.properties, self.client_id
         )
@@ -347,13 +360,30 @@ class ServerConnection:
         session = self.session
         assert session is not None
         broker = self.broker
-        granted = [
-            broker.subscribe(session, sub.topic_filter, sub.qos) for sub in packet.subscriptions
-        ]
-        self.write(encode(Suback(packet.packet_id, tuple(granted)), self.protocol_level))
-        for sub, qos in zip(packet.subscriptions, granted, strict=True):
-            if qos < 0x80:
-                broker.send_retained(session, sub.topic_filter, qos)
+        level = self.protocol_level
+        results = []
+        for sub in packet.subscriptions:
+            options = 0
+            if level == 5:
+                if sub.no_local and sub.topic_filter.startswith("$share/"):
+                    self.protocol_violation(
+                        RemoteProtocolError(
+                            ReasonCode.PROTOCOL_ERROR,
+                            "No Local on a shared subscription [MQTT-3.8.3-4]",
+                        )
+                    )
+                    return
+                options = (NO_LOCAL if sub.no_local else 0) | (
+                    RETAIN_AS_PUBLISHED if sub.retain_as_published else 0
+                )
+            results.append(broker.subscribe(session, sub.topic_filter, sub.qos, options))
+        codes = tuple(granted for granted, _ in results)
+        self.write(encode(Suback(packet.packet_id, codes), level))
+        for sub, (granted, new) in zip(packet.subscriptions, results, strict=True):
+            # Retain Handling (5.0 3.8.3.1): 0 send retained messages, 1 only for a
+            # new subscription, 2 never. MQTT 3.1.1 always sends them.
+            if granted < 0x80 and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
+                broker.send_retained(session, sub.topic_filter, granted)
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session

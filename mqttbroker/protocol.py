@@ -79,9 +79,10 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         connection = self.connection
         if decoder is None or connection is None:
             return
-        if self.timeOut:
-            # Any packet counts as keep-alive activity
-            # (3.1.1 [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-22]).
+        if self.timeOut and connection.state is State.CONNECTED:
+            # Any packet counts as keep-alive activity (3.1.1 [MQTT-3.1.2-24], 5.0
+            # [MQTT-3.1.2-22]); before CONNECT the connect timeout runs unextended,
+            # so trickling bytes cannot hold a connection open.
             self.resetTimeout()
         try:
             for packet in decoder.feed(data):

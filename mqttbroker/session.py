@@ -52,7 +52,7 @@ class Message:
         self.retain = retain
         self.properties: Properties = properties if properties is not None else {}
         self.publisher = publisher
-        self.size = len(payload) + len(topic)
+        self.size = len(payload) + (len(topic) if topic.isascii() else len(topic.encode()))
         self._encoded: dict[int, EncodedPublish] = {}
 
     def encoded(self, level: int, qos: int, retain: bool) -> EncodedPublish:
