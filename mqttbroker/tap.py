@@ -18,6 +18,7 @@ from mqttbroker.session import SessionLimits
 __all__ = ["Options", "makeService"]
 
 DEFAULT_PORT = 1883
+DEFAULT_BACKLOG = 1024
 _LIMITS = SessionLimits()
 
 
@@ -141,7 +142,9 @@ class Options(usage.Options):
         descriptions = list(self["listen"])
         if self["port"] is not None or not descriptions:
             port = DEFAULT_PORT if self["port"] is None else self["port"]
-            descriptions.insert(0, f"tcp:{port}")
+            # Twisted's default accept backlog (50) overflows under connection
+            # bursts (thousands of phones reconnecting after an outage).
+            descriptions.insert(0, f"tcp:{port}:backlog={DEFAULT_BACKLOG}")
         return descriptions
 
     def broker_config(self) -> BrokerConfig:

@@ -32,13 +32,13 @@ class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         """With no options the broker listens on TCP 1883 with protocol-maximum packets."""
         options = _parse()
-        self.assertEqual(options.endpoint_descriptions(), ["tcp:1883"])
+        self.assertEqual(options.endpoint_descriptions(), ["tcp:1883:backlog=1024"])
         self.assertEqual(options["max-packet-size"], MAX_PACKET_SIZE)
         self.assertEqual(options["connect-timeout"], 10.0)
 
     def test_port(self) -> None:
         """--port N listens on TCP N."""
-        self.assertEqual(_parse("--port", "2883").endpoint_descriptions(), ["tcp:2883"])
+        self.assertEqual(_parse("--port", "2883").endpoint_descriptions(), ["tcp:2883:backlog=1024"])
 
     def test_listen_repeatable(self) -> None:
         """--listen repeats, and replaces the default port unless --port is given too."""
@@ -47,7 +47,7 @@ class OptionsTests(SynchronousTestCase):
             options.endpoint_descriptions(), ["tcp:1:interface=127.0.0.1", "unix:/tmp/m"]
         )
         options = _parse("--port", "5", "--listen", "unix:/tmp/m")
-        self.assertEqual(options.endpoint_descriptions(), ["tcp:5", "unix:/tmp/m"])
+        self.assertEqual(options.endpoint_descriptions(), ["tcp:5:backlog=1024", "unix:/tmp/m"])
 
     def test_bad_values(self) -> None:
         """Nonsense values are usage errors, not tracebacks."""
