@@ -129,6 +129,16 @@ class Broker:
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
+    def shutdown(self) -> None:
+        """
+        Close every client connection: MQTT 5 clients are told 0x8B (server shutting
+        down) first. Wills are published, as for any connection the server closes
+        without a DISCONNECT from the client.
+        """
+        for session in list(self.sessions.values()):
+            if session.link is not None:
+                session.link.close_by_server(0x8B, "server shutting down")
+
     # -- subscriptions ------------------------------------------------------------------
 
     def subscribe(
@@ -256,7 +266,7 @@ class Broker:
                 )
 
     def _message_dropped(
-        self, session: Session, message: Message, reason: str, first: bool
+        self, session: Session, message: Message, qos: int, reason: str, first: bool
     ) -> None:
         if first:
             # Once per overflow episode: the policy is to drop the newest message
@@ -269,4 +279,4 @@ class Broker:
                 messages=session.limits.max_queued_messages,
                 bytes=session.limits.max_queued_bytes,
             )
-        self.notify("message_dropped", session.client_id, message.topic, message.qos, reason)
+        self.notify("message_dropped", session.client_id, message.topic, qos, reason)

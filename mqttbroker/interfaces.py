@@ -70,6 +70,8 @@ class IBrokerObserver(Interface):
         """
         A message for C{client_id} was dropped instead of delivered.
 
+        @param qos: the QoS it would have been delivered at (after the downgrade to
+            the subscription's grant).
         @param reason: why: "queue full (messages)", "queue full (bytes)",
             "QoS 0 while offline".
         """

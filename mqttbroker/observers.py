@@ -16,12 +16,12 @@ from mqttbroker.interfaces import IBrokerObserver
 
 __all__ = ["LoggingObserver"]
 
+_log = Logger(namespace="mqttbroker")
+
 
 @implementer(IBrokerObserver)
 class LoggingObserver:
     """Logs connections, disconnections and subscriptions."""
-
-    log = Logger(namespace="mqttbroker")
 
     def client_connected(
         self,
@@ -31,7 +31,7 @@ class LoggingObserver:
         clean_start: bool,
         session_present: bool,
     ) -> None:
-        self.log.info(
+        _log.info(
             "Client {client_id!r} connected from {address} (MQTT level {protocol_level}, "
             "clean {clean_start}, session present {session_present})",
             client_id=client_id,
@@ -42,12 +42,10 @@ class LoggingObserver:
         )
 
     def client_disconnected(self, client_id: str, reason: str, clean: bool) -> None:
-        self.log.info(
-            "Client {client_id!r} disconnected: {reason}", client_id=client_id, reason=reason
-        )
+        _log.info("Client {client_id!r} disconnected: {reason}", client_id=client_id, reason=reason)
 
     def subscribed(self, client_id: str, topic_filter: str, qos: int) -> None:
-        self.log.info(
+        _log.info(
             "Client {client_id!r} subscribed to {topic_filter!r} (QoS {qos})",
             client_id=client_id,
             topic_filter=topic_filter,
@@ -55,7 +53,7 @@ class LoggingObserver:
         )
 
     def unsubscribed(self, client_id: str, topic_filter: str) -> None:
-        self.log.info(
+        _log.info(
             "Client {client_id!r} unsubscribed from {topic_filter!r}",
             client_id=client_id,
             topic_filter=topic_filter,

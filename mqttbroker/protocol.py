@@ -54,14 +54,7 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         peer = _describe(self.transport.getPeer()) if self.transport is not None else "?"
         limit = factory.broker.config.max_connections
         if limit and factory.connections >= limit:
-            factory.refused += 1
-            _log.warn(
-                "Refusing connection from {peer}: {limit} connections already "
-                "({refused} refused so far)",
-                peer=peer,
-                limit=limit,
-                refused=factory.refused,
-            )
+            factory.connection_refused(peer, limit)
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         factory.connections += 1
@@ -177,6 +170,30 @@ class MQTTServerFactory(Factory[MQTTServerProtocol]):
         self.clock: IReactorTime = clock
         self.connections = 0
         self.refused = 0
+        self._last_refusal_log: float | None = None
+        self._refused_logged = 0
+
+    #: At most one "refusing connections" line per this many seconds: a reconnect
+    #: storm against the limit must not flood the log.
+    refusal_log_interval = 10.0
+
+    def connection_refused(self, peer: str, limit: int) -> None:
+        """Count a connection refused by the limit, and log it (rate limited)."""
+        self.refused += 1
+        now = self.clock.seconds()
+        if self._last_refusal_log is None or now - self._last_refusal_log >= (
+            self.refusal_log_interval
+        ):
+            _log.warn(
+                "Refusing connection from {peer}: {limit} connections already "
+                "({refused} refused since start, {since} since the last such line)",
+                peer=peer,
+                limit=limit,
+                refused=self.refused,
+                since=self.refused - self._refused_logged,
+            )
+            self._last_refusal_log = now
+            self._refused_logged = self.refused
 
     def buildProtocol(self, addr: IAddress | None) -> MQTTServerProtocol:
         protocol = MQTTServerProtocol()

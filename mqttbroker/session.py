@@ -106,12 +106,13 @@ class _Outbound:
 #: Reason given when a QoS 0 message finds its persistent session offline.
 QOS0_OFFLINE = "QoS 0 while offline"
 
-#: Called when a message is dropped: (session, message, reason, first), where
-#: C{first} is True for the first drop since the queue was last below its limits.
-DropCallback = Callable[["Session", Message, str, bool], None]
+#: Called when a message is dropped: (session, message, qos, reason, first), where
+#: C{qos} is the QoS it would have been delivered at and C{first} is True for the
+#: first drop since the queue was last below its limits.
+DropCallback = Callable[["Session", Message, int, str, bool], None]
 
 
-def _ignore_drop(session: Session, message: Message, reason: str, first: bool) -> None:
+def _ignore_drop(session: Session, message: Message, qos: int, reason: str, first: bool) -> None:
     pass
 
 
@@ -201,11 +202,13 @@ class Session:
         """
         link = self.link
         if qos == 0:
-            if link is not None and link.writable:
+            # Behind a non-empty queue even QoS 0 waits its turn: messages of one
+            # topic and QoS reach the client in the order they came ([MQTT-4.6.0-6]).
+            if link is not None and link.writable and not self._queue:
                 link.write(message.encoded(link.protocol_level, 0, retain).whole)
                 return
             if link is None and not self.limits.queue_qos0:
-                self._dropped(message, QOS0_OFFLINE)
+                self._dropped(message, 0, QOS0_OFFLINE)
                 return
         elif (
             link is not None
@@ -220,20 +223,20 @@ class Session:
     def _enqueue(self, message: Message, qos: int, retain: bool) -> None:
         limits = self.limits
         if limits.max_queued_messages and len(self._queue) >= limits.max_queued_messages:
-            self._dropped(message, "queue full (messages)")
+            self._dropped(message, qos, "queue full (messages)")
             return
         if limits.max_queued_bytes and self._queued_bytes + message.size > limits.max_queued_bytes:
-            self._dropped(message, "queue full (bytes)")
+            self._dropped(message, qos, "queue full (bytes)")
             return
         self._queue.append((message, qos, retain))
         self._queued_bytes += message.size
 
-    def _dropped(self, message: Message, reason: str) -> None:
+    def _dropped(self, message: Message, qos: int, reason: str) -> None:
         self.dropped += 1
         first = False
         if reason != QOS0_OFFLINE and not self._overflowing:
             self._overflowing = first = True
-        self._drop(self, message, reason, first)
+        self._drop(self, message, qos, reason, first)
 
     def _allocate_pid(self) -> int:
         pid = self._next_pid

@@ -13,6 +13,7 @@ from mqttbroker.broker import Broker, BrokerConfig
 from mqttbroker.codec import MAX_PACKET_SIZE
 from mqttbroker.observers import LoggingObserver
 from mqttbroker.protocol import MQTTServerFactory
+from mqttbroker.service import BrokerService
 from mqttbroker.session import SessionLimits
 
 __all__ = ["Options", "makeService"]
@@ -38,7 +39,7 @@ def _non_negative_int(value: str) -> int:
 
 def _positive_float(value: str) -> float:
     number = float(value)
-    if number <= 0:
+    if not 0 < number < float("inf"):
         raise ValueError(f"{value} is not a positive number")
     return number
 
@@ -74,8 +75,8 @@ class Options(usage.Options):
             "max-inflight",
             None,
             _LIMITS.max_inflight,
-            "QoS 1 and 2 messages sent to a client and not yet acknowledged; more wait "
-            "in its queue.",
+            "QoS 1 and 2 messages sent to a client and not yet acknowledged (at most "
+            "65535, the packet identifiers there are); more wait in its queue.",
             _positive_int,
         ],
         [
@@ -134,6 +135,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["port"] is not None and not 0 <= self["port"] <= 65535:
             raise usage.UsageError(f"--port {self['port']} is not 0-65535")
+        if self["max-inflight"] > 65535:
+            raise usage.UsageError("--max-inflight must be at most 65535")
         if self["max-packet-size"] < 2:
             raise usage.UsageError("--max-packet-size must be at least 2")
 
@@ -167,6 +170,7 @@ def makeService(options: Options) -> IService:
     broker = Broker(options.broker_config(), observers=[LoggingObserver()])
     factory = MQTTServerFactory(broker)
     service = MultiService()
+    BrokerService(broker).setServiceParent(service)
     for description in options.endpoint_descriptions():
         strports.service(description, factory).setServiceParent(service)
     return service

@@ -189,10 +189,46 @@ class SessionUnitTests(SynchronousTestCase):
         self.drops: list[tuple[str, str, bool]] = []
 
     def _session(self, **limits: Any) -> Session:
-        def on_drop(session: Session, message: Message, reason: str, first: bool) -> None:
+        def on_drop(session: Session, message: Message, qos: int, reason: str, first: bool) -> None:
             self.drops.append((message.topic, reason, first))
 
         return Session("c", True, SessionLimits(**limits), on_drop)
+
+    def test_qos0_waits_behind_queue(self) -> None:
+        """
+        A QoS 0 message does not overtake queued ones: with a window of 1 and a
+        paused link, QoS 0 messages of one topic still arrive in order [MQTT-4.6.0-6].
+        """
+        session = self._session(max_inflight=1)
+        link = RecordingLink()
+        session.attach(link)
+        link.writable = False
+        session.deliver(Message("t", b"A", 0, False), 0, False)
+        link.writable = True
+        session.drain()
+        session.deliver(Message("t", b"B", 1, False), 1, False)
+        session.deliver(Message("t", b"C", 1, False), 1, False)
+        link.writable = False
+        session.deliver(Message("t", b"D", 0, False), 0, False)
+        link.writable = True
+        session.drain()
+        session.deliver(Message("t", b"E", 0, False), 0, False)
+        self.assertEqual([p.payload for p in link.packets()], [b"A", b"B"])  # type: ignore[union-attr]
+        session.puback(1)
+        self.assertEqual([p.payload for p in link.packets()], [b"C", b"D", b"E"])  # type: ignore[union-attr]
+
+    def test_drop_reports_delivery_qos(self) -> None:
+        """A dropped message is reported at the QoS it would have been delivered at."""
+        qos_seen: list[int] = []
+        session = Session(
+            "c",
+            True,
+            SessionLimits(max_queued_messages=1),
+            lambda _s, _m, qos, _r, _f: qos_seen.append(qos),
+        )
+        session.deliver(Message("t", b"1", 2, False), 1, False)
+        session.deliver(Message("t", b"2", 2, False), 1, False)
+        self.assertEqual(qos_seen, [1])
 
     def test_link_provides_interface(self) -> None:
         """The recording link used here provides IClientLink."""

@@ -17,7 +17,9 @@ from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from mqttbroker import tap
-from mqttbroker.codec import MAX_PACKET_SIZE
+from mqttbroker.codec import MAX_PACKET_SIZE, Disconnect, ReasonCode, Subscribe, Subscription, Will
+from mqttbroker.service import BrokerService
+from mqttbroker.testing import BrokerHarness
 
 
 def _parse(*argv: str) -> tap.Options:
@@ -38,7 +40,9 @@ class OptionsTests(SynchronousTestCase):
 
     def test_port(self) -> None:
         """--port N listens on TCP N."""
-        self.assertEqual(_parse("--port", "2883").endpoint_descriptions(), ["tcp:2883:backlog=1024"])
+        self.assertEqual(
+            _parse("--port", "2883").endpoint_descriptions(), ["tcp:2883:backlog=1024"]
+        )
 
     def test_listen_repeatable(self) -> None:
         """--listen repeats, and replaces the default port unless --port is given too."""
@@ -66,9 +70,11 @@ class OptionsTests(SynchronousTestCase):
             _parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0")
         )
         children = list(service)  # type: ignore[call-overload]
-        self.assertEqual(len(children), 2)
-        factory = children[0].factory
-        self.assertIs(factory, children[1].factory)
+        self.assertEqual(len(children), 3)
+        self.assertIsInstance(children[0], BrokerService)
+        factory = children[1].factory
+        self.assertIs(factory, children[2].factory)
+        self.assertIs(factory.broker, children[0].broker)
         self.assertEqual(factory.broker.config.max_packet_size, MAX_PACKET_SIZE)
 
     def test_make_service_listens(self) -> None:
@@ -76,11 +82,34 @@ class OptionsTests(SynchronousTestCase):
         service = tap.makeService(_parse("--listen", "tcp:0:interface=127.0.0.1"))
         service.startService()
         try:
-            [child] = list(service)  # type: ignore[call-overload]
+            [_, child] = list(service)  # type: ignore[call-overload]
             port = self.successResultOf(child._waitingForPort)
             self.assertTrue(port.getHost().port > 0)
         finally:
             self.successResultOf(service.stopService())
+
+
+class ShutdownTests(SynchronousTestCase):
+    """Stopping the service."""
+
+    def test_stop_disconnects_clients(self) -> None:
+        """
+        Stopping the broker service tells MQTT 5 clients 0x8B, closes every client,
+        and publishes the wills of those that had one (here into the queue of a
+        persistent session that was closed first).
+        """
+        harness = BrokerHarness()
+        watcher, _ = harness.connect("watcher", level=4, clean_start=False)
+        watcher.send(Subscribe(1, (Subscription("wills/#", 1),)))
+        v5, _ = harness.connect("v5", level=5, will=Will("wills/v5", b"gone", 1))
+        watcher.received()
+        service = BrokerService(harness.broker)
+        service.startService()
+        service.stopService()
+        self.assertEqual(v5.received(), [Disconnect(ReasonCode.SERVER_SHUTTING_DOWN)])
+        self.assertTrue(v5.closed_by_server)
+        self.assertTrue(watcher.closed_by_server)
+        self.assertEqual(harness.broker.sessions["watcher"].queued_count, 1)
 
 
 class PluginTests(SynchronousTestCase):
