@@ -361,6 +361,15 @@ class ServerConnection:
         assert session is not None
         broker = self.broker
         level = self.protocol_level
+        if PropertyId.SUBSCRIPTION_IDENTIFIER in packet.properties:
+            # The CONNACK said Subscription Identifier Available = 0 (5.0 3.8.2.1.2).
+            self.protocol_violation(
+                RemoteProtocolError(
+                    ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                    "subscription identifiers are not supported yet",
+                )
+            )
+            return
         results = []
         for sub in packet.subscriptions:
             options = 0

@@ -355,6 +355,27 @@ class ServerOnlyPacketTests(SynchronousTestCase):
 # -- misbehaving clients do not disturb the others ---------------------------------------------
 
 
+class Level5RefusalTests(SynchronousTestCase):
+    """MQTT 5 features the CONNACK says are unavailable are refused as the spec says."""
+
+    def test_subscription_identifier_refused(self) -> None:
+        """
+        A SUBSCRIBE with a Subscription Identifier, after a CONNACK that said they are
+        not available, gets DISCONNECT 0xA1 and the close.
+        """
+        harness = BrokerHarness()
+        client, connack = harness.connect("c", level=5)
+        self.assertEqual(connack.properties[PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE], 0)
+        client.send(
+            Subscribe(1, (Subscription("a/b", 1),), {PropertyId.SUBSCRIPTION_IDENTIFIER: [7]})
+        )
+        self.assertEqual(
+            client.received(),
+            [Disconnect(ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)],
+        )
+        self.assertTrue(client.closed_by_server)
+
+
 class MisbehavingClientTests(SynchronousTestCase):
     """Each kind of misbehaviour closes that client; another client keeps getting messages."""
 
