@@ -13,11 +13,24 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from mqttbroker.broker import Broker, BrokerConfig
-from mqttbroker.codec import Connack, Connect, Decoder, Packet, Will, encode
+from mqttbroker.codec import (
+    Connack,
+    Connect,
+    Decoder,
+    Disconnect,
+    Packet,
+    Publish,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Subscription,
+    Will,
+    encode,
+)
 from mqttbroker.interfaces import IBrokerObserver
 from mqttbroker.protocol import MQTTServerFactory, MQTTServerProtocol
 
-__all__ = ["BrokerHarness", "FakeClient"]
+__all__ = ["BrokerHarness", "FakeClient", "disconnect", "publish", "publish_shape", "subscribe"]
 
 
 class FakeClient:
@@ -37,6 +50,7 @@ class FakeClient:
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
         self.protocol.makeConnection(self.transport)
         self._decoder = Decoder(protocol_level=level)
+        self._pending: list[Packet] = []
         self._lost = False
 
     def send(self, *packets: Packet) -> None:
@@ -51,7 +65,13 @@ class FakeClient:
         """Everything the server sent since the last call, decoded."""
         data = self.transport.value()
         self.transport.clear()
-        return list(self._decoder.feed(data))
+        packets, self._pending = self._pending, []
+        packets.extend(self._decoder.feed(data))
+        return packets
+
+    def keep(self, packets: list[Packet]) -> None:
+        """Put C{packets} back, to be returned first by the next L{received}."""
+        self._pending[:0] = packets
 
     @property
     def closed_by_server(self) -> bool:
@@ -115,7 +135,47 @@ class BrokerHarness:
         client.send(Connect(client_id, level, clean_start, keep_alive, will=will, **fields))  # type: ignore[arg-type]
         packets = client.received()
         assert packets and isinstance(packets[0], Connack), packets
-        if len(packets) > 1:
-            # Re-sent messages that followed the CONNACK: keep them for received().
-            client.transport.write(b"".join(encode(p, level) for p in packets[1:]))
+        # Re-sent messages that followed the CONNACK stay for received().
+        client.keep(packets[1:])
         return client, packets[0]
+
+
+def subscribe(client: FakeClient, *filters: tuple[str, int], packet_id: int = 1) -> list[int]:
+    """Subscribe; the SUBACK codes (retained messages that follow stay for received())."""
+    client.send(Subscribe(packet_id, tuple(Subscription(f, q) for f, q in filters)))
+    packets = client.received()
+    suback = packets[0]
+    assert isinstance(suback, Suback) and suback.packet_id == packet_id, packets
+    client.keep(packets[1:])
+    return list(suback.reason_codes)
+
+
+def publish(
+    client: FakeClient,
+    topic: str,
+    payload: bytes,
+    qos: int = 0,
+    retain: bool = False,
+    packet_id: int | None = None,
+) -> list[Packet]:
+    """Publish (completing the QoS 2 handshake); what the publisher got back."""
+    if qos and packet_id is None:
+        packet_id = 1
+    client.send(Publish(topic, payload, qos, retain, packet_id=packet_id))
+    got = client.received()
+    if qos == 2:
+        assert packet_id is not None
+        client.send(Pubrel(packet_id))
+        got += client.received()
+    return got
+
+
+def disconnect(client: FakeClient) -> None:
+    """Send DISCONNECT and let the server's close complete."""
+    client.send(Disconnect())
+    client.finish()
+
+
+def publish_shape(packets: list[Packet]) -> list[tuple[object, ...]]:
+    """(topic, payload, qos, retain, dup) of every PUBLISH among C{packets}."""
+    return [(p.topic, p.payload, p.qos, p.retain, p.dup) for p in packets if isinstance(p, Publish)]

@@ -16,7 +16,6 @@ from mqttbroker.broker import Broker, BrokerConfig
 from mqttbroker.codec import (
     Connack,
     Disconnect,
-    Packet,
     Pingreq,
     Pingresp,
     PropertyId,
@@ -32,54 +31,12 @@ from mqttbroker.codec import (
     Unsuback,
     Unsubscribe,
     Will,
-    encode,
 )
 from mqttbroker.session import Message, SessionLimits
-from mqttbroker.testing import BrokerHarness, FakeClient
+from mqttbroker.testing import BrokerHarness, FakeClient, disconnect, publish, subscribe
+from mqttbroker.testing import publish_shape as shape
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def shape(packets: list[Packet]) -> list[tuple[Any, ...]]:
-    """(topic, payload, qos, retain, dup) of every PUBLISH among C{packets}."""
-    return [(p.topic, p.payload, p.qos, p.retain, p.dup) for p in packets if isinstance(p, Publish)]
-
-
-def subscribe(client: FakeClient, *filters: tuple[str, int], packet_id: int = 1) -> list[int]:
-    """Subscribe and return the SUBACK codes (retained messages stay for received())."""
-    client.send(Subscribe(packet_id, tuple(Subscription(f, q) for f, q in filters)))
-    packets = client.received()
-    suback = packets[0]
-    assert isinstance(suback, Suback) and suback.packet_id == packet_id, packets
-    rest = packets[1:]
-    if rest:
-        client.transport.write(b"".join(encode(p, client.level) for p in rest))
-    return list(suback.reason_codes)
-
-
-def publish(
-    client: FakeClient,
-    topic: str,
-    payload: bytes,
-    qos: int = 0,
-    retain: bool = False,
-    packet_id: int | None = None,
-) -> list[Packet]:
-    """Publish (completing the QoS 2 handshake) and return what the publisher got."""
-    if qos and packet_id is None:
-        packet_id = 1
-    client.send(Publish(topic, payload, qos, retain, packet_id=packet_id))
-    got = client.received()
-    if qos == 2:
-        assert packet_id is not None
-        client.send(Pubrel(packet_id))
-        got += client.received()
-    return got
-
-
-def disconnect(client: FakeClient) -> None:
-    client.send(Disconnect())
-    client.finish()
 
 
 # -- inbound publish ------------------------------------------------------------------------

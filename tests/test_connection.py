@@ -9,8 +9,6 @@ output.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -38,22 +36,10 @@ from mqttbroker.codec import (
 from mqttbroker.connection import ServerConnection, State
 from mqttbroker.interfaces import IClientLink
 from mqttbroker.session import Message
-from mqttbroker.testing import BrokerHarness, FakeClient
+from mqttbroker.testing import BrokerHarness, subscribe
+from mqttbroker.testing import publish_shape as shape
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def shape(packets: list[Packet]) -> list[tuple[Any, ...]]:
-    """(topic, payload, qos, retain, dup) of every PUBLISH among C{packets}."""
-    return [(p.topic, p.payload, p.qos, p.retain, p.dup) for p in packets if isinstance(p, Publish)]
-
-
-def subscribe(client: FakeClient, *filters: tuple[str, int], packet_id: int = 1) -> list[int]:
-    """Subscribe and return the SUBACK codes."""
-    client.send(Subscribe(packet_id, tuple(Subscription(f, q) for f, q in filters)))
-    [suback] = client.received()
-    assert isinstance(suback, Suback), suback
-    return list(suback.reason_codes)
 
 
 def raw_connect(level: int, name: bytes = b"MQTT", client_id: bytes = b"c") -> bytes:

@@ -26,9 +26,6 @@ from mqttbroker.codec import (
     Pubrec,
     Pubrel,
     ReasonCode,
-    Suback,
-    Subscribe,
-    Subscription,
     Unsubscribe,
     Will,
     decode_all,
@@ -36,7 +33,8 @@ from mqttbroker.codec import (
 from mqttbroker.interfaces import IBrokerObserver, IClientLink
 from mqttbroker.observers import LoggingObserver
 from mqttbroker.session import QOS0_OFFLINE, Message, Session, SessionLimits
-from mqttbroker.testing import BrokerHarness, FakeClient
+from mqttbroker.testing import BrokerHarness, FakeClient, disconnect, publish, subscribe
+from mqttbroker.testing import publish_shape as shape
 
 # -- helpers -----------------------------------------------------------------------------
 
@@ -105,45 +103,6 @@ class RecordingObserver:
 
     def of(self, kind: str) -> list[tuple[Any, ...]]:
         return [event for event in self.events if event[0] == kind]
-
-
-def shape(packets: list[Packet]) -> list[tuple[Any, ...]]:
-    """(topic, payload, qos, retain, dup) of every PUBLISH among C{packets}."""
-    return [(p.topic, p.payload, p.qos, p.retain, p.dup) for p in packets if isinstance(p, Publish)]
-
-
-def subscribe(client: FakeClient, *filters: tuple[str, int], packet_id: int = 1) -> list[int]:
-    """Subscribe and return the SUBACK codes (retained messages stay for received())."""
-    client.send(Subscribe(packet_id, tuple(Subscription(f, q) for f, q in filters)))
-    packets = client.received()
-    suback = packets[0]
-    assert isinstance(suback, Suback), packets
-    return list(suback.reason_codes)
-
-
-def publish(
-    client: FakeClient,
-    topic: str,
-    payload: bytes,
-    qos: int = 0,
-    retain: bool = False,
-    packet_id: int | None = None,
-) -> list[Packet]:
-    """Publish (completing the QoS 2 handshake) and return what the publisher got."""
-    if qos and packet_id is None:
-        packet_id = 1
-    client.send(Publish(topic, payload, qos, retain, packet_id=packet_id))
-    got = client.received()
-    if qos == 2:
-        assert packet_id is not None
-        client.send(Pubrel(packet_id))
-        got += client.received()
-    return got
-
-
-def disconnect(client: FakeClient) -> None:
-    client.send(Disconnect())
-    client.finish()
 
 
 _SESSION_EXPIRY = {PropertyId.SESSION_EXPIRY_INTERVAL: 3600}

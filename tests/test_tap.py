@@ -12,9 +12,10 @@ import sys
 import tempfile
 
 from twisted.application.service import IServiceMaker
+from twisted.internet import defer
 from twisted.plugin import getPlugins
 from twisted.python import usage
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from mqttbroker import tap
 from mqttbroker.codec import MAX_PACKET_SIZE, Disconnect, ReasonCode, Subscribe, Subscription, Will
@@ -77,16 +78,22 @@ class OptionsTests(SynchronousTestCase):
         self.assertIs(factory.broker, children[0].broker)
         self.assertEqual(factory.broker.config.max_packet_size, MAX_PACKET_SIZE)
 
-    def test_make_service_listens(self) -> None:
+
+class ListeningTests(TestCase):
+    """The built service on the real reactor."""
+
+    def test_make_service_listens(self) -> defer.Deferred[object]:
         """The built service really listens when started, and stops cleanly."""
         service = tap.makeService(_parse("--listen", "tcp:0:interface=127.0.0.1"))
         service.startService()
-        try:
-            [_, child] = list(service)  # type: ignore[call-overload]
-            port = self.successResultOf(child._waitingForPort)
-            self.assertTrue(port.getHost().port > 0)
-        finally:
-            self.successResultOf(service.stopService())
+        [_, child] = list(service)  # type: ignore[call-overload]
+        # Read the port without consuming the Deferred's result: stopService needs it.
+        ports: list[object] = []
+        child._waitingForPort.addCallback(lambda port: ports.append(port) or port)
+        [port] = ports
+        self.assertTrue(port.getHost().port > 0)  # type: ignore[attr-defined]
+        stopped: defer.Deferred[object] = defer.maybeDeferred(service.stopService)
+        return stopped
 
 
 class ShutdownTests(SynchronousTestCase):
