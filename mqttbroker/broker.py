@@ -48,6 +48,7 @@ class BrokerConfig:
     @ivar max_connections: connections served at once (0: no limit).
     @ivar connect_timeout: seconds a connection may take to send CONNECT.
     @ivar max_qos: the highest QoS granted to a subscription.
+    @ivar tcp_nodelay: disable Nagle's algorithm on TCP connections.
     """
 
     session_limits: SessionLimits = field(default_factory=SessionLimits)
@@ -55,6 +56,7 @@ class BrokerConfig:
     max_connections: int = 0
     connect_timeout: float = 10.0
     max_qos: int = 2
+    tcp_nodelay: bool = True
 
 
 class Broker:

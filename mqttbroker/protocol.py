@@ -12,7 +12,7 @@ the connection stops writing and its session queues (bounded) until it drains.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -65,6 +65,10 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         self._decoder = Decoder(factory.broker.config.max_packet_size)
         self.connection = ServerConnection(factory.broker, self, peer)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        if factory.broker.config.tcp_nodelay and ITCPTransport.providedBy(self.transport):
+            # Messages are latency-sensitive and already batched per reactor turn by
+            # the transport; Nagle's algorithm would only hold them back.
+            self.transport.setTcpNoDelay(True)
         self.setTimeout(factory.broker.config.connect_timeout)
 
     def dataReceived(self, data: bytes) -> None:

@@ -55,6 +55,12 @@ class Options(usage.Options):
 
     optFlags = [
         [
+            "no-tcp-nodelay",
+            None,
+            "Leave Nagle's algorithm on for TCP connections (by default it is off: "
+            "writes are already batched per reactor turn, and messages should not wait).",
+        ],
+        [
             "queue-qos0",
             None,
             "Also queue QoS 0 messages for offline persistent sessions (by default "
@@ -162,6 +168,7 @@ class Options(usage.Options):
             max_packet_size=self["max-packet-size"],
             max_connections=self["max-connections"],
             connect_timeout=self["connect-timeout"],
+            tcp_nodelay=not self["no-tcp-nodelay"],
         )
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from mqttbroker.broker import Broker, BrokerConfig
 from mqttbroker.codec import (
@@ -173,3 +175,29 @@ class LoopbackTests(TestCase):
         )
         yield client.closed
         self.assertEqual(decode_all(client.data, 4), [Connack(False, 0), Pingresp()])
+
+
+class NoDelayTests(SynchronousTestCase):
+    """Nagle's algorithm on TCP connections."""
+
+    def _nodelay(self, config: BrokerConfig) -> object:
+        factory = MQTTServerFactory(Broker(config), clock=Clock())
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = _TCPStringTransport()
+        proto.makeConnection(transport)
+        return transport.nodelay
+
+    def test_nodelay_by_default(self) -> None:
+        """TCP connections get TCP_NODELAY unless the configuration says otherwise."""
+        self.assertIs(self._nodelay(BrokerConfig()), True)
+        self.assertIs(self._nodelay(BrokerConfig(tcp_nodelay=False)), None)
+
+
+@implementer(ITCPTransport)
+class _TCPStringTransport(StringTransport):
+    """A StringTransport that records setTcpNoDelay, as a TCP transport has it."""
+
+    nodelay: bool | None = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
