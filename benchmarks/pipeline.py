@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.task import Clock  # noqa: E402
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 
-from mqttbroker.broker import Broker, BrokerConfig  # noqa: E402
-from mqttbroker.codec import Connect, Puback, Publish, Subscribe, Subscription, encode  # noqa: E402
-from mqttbroker.protocol import MQTTServerFactory, MQTTServerProtocol  # noqa: E402
-from mqttbroker.session import SessionLimits  # noqa: E402
+from mqttbroker.broker import Broker, BrokerConfig
+from mqttbroker.codec import Connect, Puback, Publish, Subscribe, Subscription, encode
+from mqttbroker.protocol import MQTTServerFactory, MQTTServerProtocol
+from mqttbroker.session import SessionLimits
 
 
 class NullTransport:
@@ -64,7 +64,7 @@ def run(subscribers: int, qos: int, batch: int, rounds: int) -> float:
     factory = MQTTServerFactory(Broker(BrokerConfig(session_limits=limits)), clock=Clock())
     subs = []
     for n in range(subscribers):
-        proto, transport = _client(factory, f"sub{n}")
+        proto, _ = _client(factory, f"sub{n}")
         proto.dataReceived(encode(Subscribe(1, (Subscription("user/42", qos),)), 4))
         subs.append(proto)
     publisher, _ = _client(factory, "pub")
@@ -80,7 +80,7 @@ def run(subscribers: int, qos: int, batch: int, rounds: int) -> float:
         stream = b"".join(data)
         acks = []
         if qos:
-            for sub in subs:
+            for _ in subs:
                 first = pid - batch
                 acks.append(
                     b"".join(

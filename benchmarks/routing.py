@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mqttbroker.topics import SubscriptionIndex  # noqa: E402
+from mqttbroker.topics import SubscriptionIndex
 
 ROUNDS = 200_000
 
@@ -49,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [1_000, 100_000] if args.quick else [1_000, 100_000, 1_000_000]
     rounds = ROUNDS // 4 if args.quick else ROUNDS
-    print(f"{'subscriptions':>14} {'wildcards':>10} {'user/42 us':>11} {'devices/7/x/status us':>22}")
+    header = ("subscriptions", "wildcards", "user/42 us", "devices/7/x/status us")
+    print(f"{header[0]:>14} {header[1]:>10} {header[2]:>11} {header[3]:>22}")
     for users in sizes:
         for wildcards in (0, users // 10):
             index = _build(users, wildcards)
