@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mqttbroker.codec import MAX_PACKET_SIZE
@@ -23,7 +24,14 @@ from mqttbroker.interfaces import IBrokerObserver, IClientLink
 from mqttbroker.session import Message, Session, SessionLimits
 from mqttbroker.topics import RetainedStore, SubscriptionIndex, topic_filter_error
 
-__all__ = ["NO_LOCAL", "RETAIN_AS_PUBLISHED", "Broker", "BrokerConfig"]
+__all__ = [
+    "NEVER_EXPIRES",
+    "NO_LOCAL",
+    "RETAIN_AS_PUBLISHED",
+    "SUBSCRIPTION_ID_SHIFT",
+    "Broker",
+    "BrokerConfig",
+]
 
 _log = Logger()
 
@@ -36,6 +44,11 @@ SUBSCRIPTION_FAILURE = 0x80
 #: the fan-out loop free of attribute lookups.
 NO_LOCAL = 0x04
 RETAIN_AS_PUBLISHED = 0x08
+#: The MQTT 5 Subscription Identifier sits above those bits (0: none).
+SUBSCRIPTION_ID_SHIFT = 4
+
+#: MQTT 5 Session Expiry Interval meaning "never" (3.1.2.11.2).
+NEVER_EXPIRES = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,11 @@ class BrokerConfig:
     @ivar connect_timeout: seconds a connection may take to send CONNECT.
     @ivar max_qos: the highest QoS granted to a subscription.
     @ivar tcp_nodelay: disable Nagle's algorithm on TCP connections.
+    @ivar receive_maximum: QoS 2 messages a client may have awaiting PUBREL (MQTT 5
+        Receive Maximum, announced when below 65535).
+    @ivar topic_alias_maximum: topic aliases an MQTT 5 client may set (0: none).
+    @ivar max_keep_alive: the longest keep alive granted (0: as the client asks); an
+        MQTT 5 client asking more, or 0, is told Server Keep Alive.
     """
 
     session_limits: SessionLimits = field(default_factory=SessionLimits)
@@ -57,6 +75,9 @@ class BrokerConfig:
     connect_timeout: float = 10.0
     max_qos: int = 2
     tcp_nodelay: bool = True
+    receive_maximum: int = 65535
+    topic_alias_maximum: int = 10
+    max_keep_alive: int = 0
 
 
 class Broker:
@@ -71,12 +92,31 @@ class Broker:
         self,
         config: BrokerConfig | None = None,
         observers: Iterable[IBrokerObserver] = (),
+        clock: IReactorTime | None = None,
     ) -> None:
         self.config = config if config is not None else BrokerConfig()
+        #: Time for expiries (sessions, messages, delayed wills): the reactor in
+        #: production, a Clock in tests. None means the global reactor, looked up
+        #: when first needed so that importing this module installs no reactor.
+        self._clock = clock
         self.observers: list[IBrokerObserver] = list(observers)
         self.sessions: dict[str, Session] = {}
         self.subscriptions: SubscriptionIndex[Session, int] = SubscriptionIndex()
         self.retained: RetainedStore[Message] = RetainedStore()
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The broker's time source."""
+        if self._clock is None:
+            from twisted.internet import reactor  # noqa: PLC0415 (see __init__)
+
+            self._clock = reactor
+        assert self._clock is not None
+        return self._clock
+
+    def now(self) -> float:
+        """The current time on the broker's clock, in seconds."""
+        return self.clock.seconds()
 
     # -- sessions -------------------------------------------------------------------
 
@@ -88,7 +128,11 @@ class Broker:
                 return client_id
 
     def open_session(
-        self, client_id: str, clean_start: bool, persistent: bool
+        self,
+        client_id: str,
+        clean_start: bool,
+        persistent: bool,
+        expiry_interval: int | None = None,
     ) -> tuple[Session, bool]:
         """
         The session for a CONNECT that was accepted, and whether it existed already
@@ -98,7 +142,8 @@ class Broker:
         takeover, [MQTT-3.1.4-2]); its will is handled as for any connection lost
         without DISCONNECT. With C{clean_start} any stored session is discarded
         ([MQTT-3.1.2-6]); C{persistent} says whether the session outlives this
-        connection. The caller sends CONNACK, then calls L{Session.attach}.
+        connection, C{expiry_interval} for how long (MQTT 5; None: until replaced).
+        The caller sends CONNACK, then calls L{Session.attach}.
         """
         existing = self.sessions.get(client_id)
         if existing is not None and existing.link is not None:
@@ -107,9 +152,14 @@ class Broker:
             self._discard(existing)
             existing = None
         if existing is not None:
+            self._cancel_expiry(existing)
             existing.persistent = persistent
+            existing.expiry_interval = expiry_interval
             return existing, True
-        session = Session(client_id, persistent, self.config.session_limits, self._message_dropped)
+        session = Session(
+            client_id, persistent, self.config.session_limits, self._message_dropped, self.now
+        )
+        session.expiry_interval = expiry_interval
         self.sessions[client_id] = session
         return session, False
 
@@ -117,14 +167,38 @@ class Broker:
         """
         C{link}'s connection ended: detach it, and discard the session unless it is
         persistent (a clean session lasts as long as its connection, [MQTT-3.1.2-6]).
+        A persistent MQTT 5 session is discarded when its Session Expiry Interval
+        has passed without a new connection ([MQTT-3.1.2-23]); 0xFFFFFFFF never
+        expires.
         """
         if session.link is not link:
             return
         session.detach()
         if not session.persistent:
             self._discard(session)
+            return
+        interval = session.expiry_interval
+        if interval is not None and interval != NEVER_EXPIRES:
+            session.expiry_call = self.clock.callLater(interval, self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        session.expiry_call = None
+        if session.link is None and self.sessions.get(session.client_id) is session:
+            _log.info(
+                "Session of {client_id!r} expired after {interval} s offline",
+                client_id=session.client_id,
+                interval=session.expiry_interval,
+            )
+            self._discard(session)
+
+    def _cancel_expiry(self, session: Session) -> None:
+        call = session.expiry_call
+        session.expiry_call = None
+        if call is not None and call.active():  # type: ignore[attr-defined]
+            call.cancel()  # type: ignore[attr-defined]
 
     def _discard(self, session: Session) -> None:
+        self._cancel_expiry(session)
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(topic_filter, session)
         session.discard_state()
@@ -144,7 +218,12 @@ class Broker:
     # -- subscriptions ------------------------------------------------------------------
 
     def subscribe(
-        self, session: Session, topic_filter: str, qos: int, options: int = 0
+        self,
+        session: Session,
+        topic_filter: str,
+        qos: int,
+        options: int = 0,
+        subscription_id: int = 0,
     ) -> tuple[int, bool]:
         """
         Add or replace a subscription: the granted QoS (or 0x80 if it is refused) and
@@ -152,6 +231,7 @@ class Broker:
         L{send_retained}.
 
         @param options: MQTT 5 options as L{NO_LOCAL} and L{RETAIN_AS_PUBLISHED} bits.
+        @param subscription_id: the MQTT 5 Subscription Identifier (0: none).
         """
         error = topic_filter_error(topic_filter)
         if error is None and topic_filter.startswith("$share/"):
@@ -165,8 +245,9 @@ class Broker:
             )
             return SUBSCRIPTION_FAILURE, False
         granted = min(qos, self.config.max_qos)
-        new = self.subscriptions.add(topic_filter, session, granted | options)
-        session.subscriptions[topic_filter] = granted | options
+        value = granted | options | (subscription_id << SUBSCRIPTION_ID_SHIFT)
+        new = self.subscriptions.add(topic_filter, session, value)
+        session.subscriptions[topic_filter] = value
         self.notify("subscribed", session.client_id, topic_filter, granted)
         return granted, new
 
@@ -190,16 +271,20 @@ class Broker:
 
     # -- publishing -------------------------------------------------------------------
 
-    def publish(self, message: Message) -> int:
+    def publish(self, message: Message) -> tuple[int, int]:
         """
-        Route one message to every matching session; the number of sessions it went
-        to (sent or queued).
+        Route one message to every matching session.
+
+        @return: C{(matched, refused)}: how many sessions it matched, and how many of
+            them refused it because their queue was full (MQTT 5 publishers are told
+            0x97 Quota exceeded when every one of them did).
 
         A message with the retain flag replaces the topic's retained message, or
         deletes it when the payload is empty ([MQTT-3.3.1-10], [MQTT-3.3.1-11]); it
-        reaches existing subscribers with the flag cleared ([MQTT-3.3.1-9]).
-        Overlapping subscriptions of one session get one copy at the highest QoS
-        granted among them.
+        reaches existing subscribers with the flag cleared ([MQTT-3.3.1-9]) unless
+        they asked for Retain As Published. Overlapping subscriptions of one session
+        get one copy at the highest QoS granted among them ([MQTT-3.3.4-2]), with
+        all their Subscription Identifiers ([MQTT-3.3.4-3]).
         """
         if message.retain:
             if message.payload:
@@ -217,45 +302,53 @@ class Broker:
             )
         tables = self.subscriptions.match(message.topic)
         if not tables:
-            return 0
+            return 0, 0
         qos = message.qos
         publisher = message.publisher
         retain = message.retain
+        refused = 0
         if len(tables) == 1:
-            targets = tables[0]
-            count = 0
-            for session, value in list(targets.items()):
+            matched = 0
+            for session, value in list(tables[0].items()):
                 if value & NO_LOCAL and session.client_id == publisher:
                     continue
+                matched += 1
                 granted = value & 3
-                session.deliver(
+                ok = session.deliver(
                     message,
                     granted if granted < qos else qos,
                     retain and bool(value & RETAIN_AS_PUBLISHED),
+                    (value >> SUBSCRIPTION_ID_SHIFT,) if value >> SUBSCRIPTION_ID_SHIFT else (),
                 )
-                count += 1
-            return count
-        # Several filters match: one copy per session, at the highest QoS among its
-        # matching subscriptions ([MQTT-3.3.5-1]); a No Local subscription does not
-        # count for the publisher itself.
-        merged: dict[Session, int] = {}
+                if not ok:
+                    refused += 1
+            return matched, refused
+        # Several filters match: one copy per session ([MQTT-3.3.4-2]); a No Local
+        # subscription does not count for the publisher itself.
+        merged: dict[Session, list[int]] = {}
         for table in tables:
             for session, value in table.items():
                 if value & NO_LOCAL and session.client_id == publisher:
                     continue
                 known = merged.get(session)
+                subscription_id = value >> SUBSCRIPTION_ID_SHIFT
                 if known is None:
-                    merged[session] = value
+                    merged[session] = [value & 3, value & RETAIN_AS_PUBLISHED, subscription_id]
                 else:
-                    merged[session] = max(known & 3, value & 3) | ((known | value) & ~3)
-        for session, value in merged.items():
-            granted = value & 3
-            session.deliver(
+                    known[0] = max(known[0], value & 3)
+                    known[1] |= value & RETAIN_AS_PUBLISHED
+                    if subscription_id:
+                        known.append(subscription_id)
+        for session, (granted, as_published, *ids) in merged.items():
+            ok = session.deliver(
                 message,
                 granted if granted < qos else qos,
-                retain and bool(value & RETAIN_AS_PUBLISHED),
+                retain and bool(as_published),
+                tuple(sorted(i for i in ids if i)),
             )
-        return len(merged)
+            if not ok:
+                refused += 1
+        return len(merged), refused
 
     def notify(self, event: str, *args: object) -> None:
         """Call every observer's C{event}; one that raises is logged and skipped."""

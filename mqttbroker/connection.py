@@ -49,6 +49,7 @@ from mqttbroker.codec import (
     Will,
     connack_return_code_for,
     encode,
+    int_property,
 )
 from mqttbroker.interfaces import IClientLink
 from mqttbroker.session import Message, Session
@@ -121,6 +122,13 @@ class ServerConnection:
         self.write_sequence = output.write_sequence
         self._will: Will | None = None
         self._clean_disconnect = False
+        #: The client's MQTT 5 Receive Maximum and Maximum Packet Size: what the
+        #: session may have in flight to it and the largest packet it accepts.
+        self.receive_maximum = 65535
+        self.max_packet_size = MAX_PACKET_SIZE
+        #: Inbound topic aliases (MQTT 5): alias -> topic, for this connection only.
+        self._aliases: dict[int, str] = {}
+        self._connect_expiry = 0
 
     # -- input from the adapter ---------------------------------------------------
 
@@ -240,31 +248,50 @@ class ServerConnection:
             )
             self._end(f"refused: {refusal.reason}")
             return
+        config = self.broker.config
+        expiry: int | None = None
         if level == 5:
-            expiry = packet.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0)
+            props = packet.properties
+            expiry = self._connect_expiry = int_property(
+                props, PropertyId.SESSION_EXPIRY_INTERVAL, 0
+            )
             persistent = bool(expiry)
+            self.receive_maximum = int_property(props, PropertyId.RECEIVE_MAXIMUM, 65535)
+            self.max_packet_size = int_property(
+                props, PropertyId.MAXIMUM_PACKET_SIZE, MAX_PACKET_SIZE
+            )
         else:
             persistent = not packet.clean_start
-        session, present = self.broker.open_session(client_id, packet.clean_start, persistent)
+        session, present = self.broker.open_session(
+            client_id, packet.clean_start, persistent, expiry
+        )
         self.client_id = client_id
         self.session = session
         self._will = packet.will
         self.state = State.CONNECTED
+        keep_alive = packet.keep_alive
         properties: Properties = {}
-        if assigned and level == 5:
-            properties[PropertyId.ASSIGNED_CLIENT_IDENTIFIER] = client_id
         if level == 5:
-            # Until topic aliases are served the maximum is 0 (the default), so an
-            # alias from the client is a protocol error; say the rest explicitly.
+            if assigned:
+                properties[PropertyId.ASSIGNED_CLIENT_IDENTIFIER] = client_id
+            # Capabilities (5.0 3.2.2.3): only what differs from the defaults a client
+            # assumes when a property is absent.
+            if config.receive_maximum < 65535:
+                properties[PropertyId.RECEIVE_MAXIMUM] = config.receive_maximum
+            if config.max_qos < 2:
+                properties[PropertyId.MAXIMUM_QOS] = config.max_qos
+            if config.topic_alias_maximum:
+                properties[PropertyId.TOPIC_ALIAS_MAXIMUM] = config.topic_alias_maximum
             properties[PropertyId.SHARED_SUBSCRIPTION_AVAILABLE] = 0
-            properties[PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE] = 0
-            max_packet_size = self.broker.config.max_packet_size
-            if max_packet_size < MAX_PACKET_SIZE:
-                # Absent means "the protocol's limit" (5.0 section 3.2.2.3.6).
-                properties[PropertyId.MAXIMUM_PACKET_SIZE] = max_packet_size
+            if config.max_packet_size < MAX_PACKET_SIZE:
+                properties[PropertyId.MAXIMUM_PACKET_SIZE] = config.max_packet_size
+            if config.max_keep_alive and (keep_alive == 0 or keep_alive > config.max_keep_alive):
+                # The server's cap replaces what the client asked ([MQTT-3.1.2-21]).
+                keep_alive = config.max_keep_alive
+                properties[PropertyId.SERVER_KEEP_ALIVE] = keep_alive
         # MQTT 3.1 has no session present flag: its CONNACK byte is reserved.
         self.write(encode(Connack(present and level > 3, 0, properties), level))
-        self._output.set_keep_alive(packet.keep_alive * 1.5 if packet.keep_alive else None)
+        self._output.set_keep_alive(keep_alive * 1.5 if keep_alive else None)
         self.broker.notify(
             "client_connected", client_id, self.peer, level, packet.clean_start, present
         )
@@ -292,26 +319,16 @@ class ServerConnection:
 
     def _on_publish(self, packet: Publish) -> None:
         qos = packet.qos
-        if self.protocol_level == 5 and packet.properties:
-            properties = packet.properties
-            if PropertyId.TOPIC_ALIAS in properties:
-                self.protocol_violation(
-                    RemoteProtocolError(
-                        ReasonCode.TOPIC_ALIAS_INVALID,
-                        "topic alias used but the server's Topic Alias Maximum is 0",
-                    )
-                )
+        topic = packet.topic
+        properties = packet.properties
+        expires_at = None
+        if properties and self.protocol_level == 5:
+            checked = self._v5_publish(packet)
+            if checked is None:
                 return
-            if PropertyId.SUBSCRIPTION_IDENTIFIER in properties:
-                self.protocol_violation(
-                    RemoteProtocolError(
-                        ReasonCode.PROTOCOL_ERROR,
-                        "a client PUBLISH must not carry a Subscription Identifier [MQTT-3.3.4-6]",
-                    )
-                )
-                return
+            topic, properties, expires_at = checked
         message = Message(
-            packet.topic, packet.payload, qos, packet.retain, packet.properties, self.client_id
+            topic, packet.payload, qos, packet.retain, properties, self.client_id, expires_at
         )
         if qos == 0:
             self.broker.publish(message)
@@ -319,18 +336,118 @@ class ServerConnection:
         pid = packet.packet_id
         assert pid is not None
         if qos == 1:
-            self.broker.publish(message)
-            self.write(_pack_ack(0x40, 2, pid))
+            matched, refused = self.broker.publish(message)
+            if self.protocol_level == 5 and (not matched or refused == matched):
+                self.write(encode(Puback(pid, self._publish_code(matched, refused)), 5))
+            else:
+                self.write(_pack_ack(0x40, 2, pid))
             return
         # QoS 2: route once per packet identifier until the PUBREL releases it, so a
         # re-sent PUBLISH is acknowledged again but not delivered twice (4.3.3).
         session = self.session
         assert session is not None
         awaiting = session.awaiting_rel
+        code = 0
         if pid not in awaiting:
-            awaiting.add(pid)
-            self.broker.publish(message)
-        self.write(_pack_ack(0x50, 2, pid))
+            if len(awaiting) >= self.broker.config.receive_maximum:
+                # More unreleased QoS 2 messages than the Receive Maximum the CONNACK
+                # gave ([MQTT-3.3.4-7]); 3.1.1 has no such limit but the same bound
+                # keeps the set from growing without end.
+                self.protocol_violation(
+                    RemoteProtocolError(
+                        ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
+                        f"more than {self.broker.config.receive_maximum} QoS 2 messages "
+                        "awaiting PUBREL",
+                    )
+                )
+                return
+            matched, refused = self.broker.publish(message)
+            if self.protocol_level == 5:
+                code = self._publish_code(matched, refused)
+            if code < 0x80:
+                awaiting.add(pid)
+        if code:
+            self.write(encode(Pubrec(pid, code), 5))
+        else:
+            self.write(_pack_ack(0x50, 2, pid))
+
+    @staticmethod
+    def _publish_code(matched: int, refused: int) -> int:
+        """The MQTT 5 PUBACK/PUBREC reason code for a routed message."""
+        if not matched:
+            return ReasonCode.NO_MATCHING_SUBSCRIBERS
+        if refused == matched:
+            # Every receiver's queue was full: never silent ([MQTT-3.4.2-?], 0x97).
+            return ReasonCode.QUOTA_EXCEEDED
+        return ReasonCode.SUCCESS
+
+    def _v5_publish(self, packet: Publish) -> tuple[str, Properties, float | None] | None:
+        """
+        Apply MQTT 5's PUBLISH rules: topic aliases, Subscription Identifier,
+        Payload Format Indicator, Message Expiry Interval. The topic, the properties
+        to forward and the expiry time; None when the packet was refused (the
+        connection is then closed, or the refusal acknowledged).
+        """
+        properties = packet.properties
+        topic = packet.topic
+        if PropertyId.SUBSCRIPTION_IDENTIFIER in properties:
+            self.protocol_violation(
+                RemoteProtocolError(
+                    ReasonCode.PROTOCOL_ERROR,
+                    "a client PUBLISH must not carry a Subscription Identifier [MQTT-3.3.4-6]",
+                )
+            )
+            return None
+        alias = int_property(properties, PropertyId.TOPIC_ALIAS, 0)
+        if alias:
+            maximum = self.broker.config.topic_alias_maximum
+            if alias > maximum:
+                self.protocol_violation(
+                    RemoteProtocolError(
+                        ReasonCode.TOPIC_ALIAS_INVALID,
+                        f"topic alias {alias} is above the maximum of {maximum} [MQTT-3.3.2-9]",
+                    )
+                )
+                return None
+            if topic:
+                self._aliases[alias] = topic
+            else:
+                known = self._aliases.get(alias)
+                if known is None:
+                    self.protocol_violation(
+                        RemoteProtocolError(
+                            ReasonCode.PROTOCOL_ERROR,
+                            f"topic alias {alias} was never set on this connection",
+                        )
+                    )
+                    return None
+                topic = known
+            # The alias belongs to this connection only: it is not forwarded.
+            properties = {k: v for k, v in properties.items() if k != PropertyId.TOPIC_ALIAS}
+        if properties.get(PropertyId.PAYLOAD_FORMAT_INDICATOR) == 1:
+            try:
+                packet.payload.decode("utf-8")
+            except UnicodeDecodeError:
+                self._payload_format_invalid(packet)
+                return None
+        expires_at = None
+        if PropertyId.MESSAGE_EXPIRY_INTERVAL in properties:
+            interval = int_property(properties, PropertyId.MESSAGE_EXPIRY_INTERVAL, 0)
+            expires_at = self.broker.now() + interval
+        return topic, properties, expires_at
+
+    def _payload_format_invalid(self, packet: Publish) -> None:
+        """
+        The payload says it is UTF-8 and is not (5.0 3.3.2.3.2): a QoS 1/2 message
+        is acknowledged with 0x99 and not routed; a QoS 0 one closes the connection,
+        as there is nothing else to answer it with.
+        """
+        reason = "the payload is not the UTF-8 its Payload Format Indicator says"
+        if packet.qos == 0 or packet.packet_id is None:
+            self.protocol_violation(RemoteProtocolError(ReasonCode.PAYLOAD_FORMAT_INVALID, reason))
+            return
+        ack = Puback if packet.qos == 1 else Pubrec
+        self.write(encode(ack(packet.packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID), 5))
 
     def _on_puback(self, packet: Puback) -> None:
         assert self.session is not None
@@ -361,15 +478,9 @@ class ServerConnection:
         assert session is not None
         broker = self.broker
         level = self.protocol_level
-        if PropertyId.SUBSCRIPTION_IDENTIFIER in packet.properties:
-            # The CONNACK said Subscription Identifier Available = 0 (5.0 3.8.2.1.2).
-            self.protocol_violation(
-                RemoteProtocolError(
-                    ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
-                    "subscription identifiers are not supported yet",
-                )
-            )
-            return
+        ids = packet.properties.get(PropertyId.SUBSCRIPTION_IDENTIFIER)
+        subscription_id = ids[0] if isinstance(ids, list) and ids else 0
+        assert isinstance(subscription_id, int)
         results = []
         for sub in packet.subscriptions:
             options = 0
@@ -385,7 +496,9 @@ class ServerConnection:
                 options = (NO_LOCAL if sub.no_local else 0) | (
                     RETAIN_AS_PUBLISHED if sub.retain_as_published else 0
                 )
-            results.append(broker.subscribe(session, sub.topic_filter, sub.qos, options))
+            results.append(
+                broker.subscribe(session, sub.topic_filter, sub.qos, options, subscription_id)
+            )
         codes = tuple(granted for granted, _ in results)
         self.write(encode(Suback(packet.packet_id, codes), level))
         for sub, (granted, new) in zip(packet.subscriptions, results, strict=True):
@@ -408,6 +521,23 @@ class ServerConnection:
         self.write(_PINGRESP)
 
     def _on_disconnect(self, packet: Disconnect) -> None:
+        expiry = packet.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL)
+        if expiry is not None:
+            if expiry and not self._connect_expiry:
+                # [MQTT-3.14.2-2]: 0 at CONNECT cannot become non-zero at DISCONNECT.
+                self.protocol_violation(
+                    RemoteProtocolError(
+                        ReasonCode.PROTOCOL_ERROR,
+                        "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
+                    )
+                )
+                return
+            session = self.session
+            assert session is not None
+            session.expiry_interval = int_property(
+                packet.properties, PropertyId.SESSION_EXPIRY_INTERVAL, 0
+            )
+            session.persistent = bool(expiry)
         # A normal DISCONNECT discards the will ([MQTT-3.14.4-3]); MQTT 5's
         # "disconnect with will message" (0x04) keeps it.
         self._clean_disconnect = packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE

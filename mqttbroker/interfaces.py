@@ -87,6 +87,14 @@ class IClientLink(Interface):
     """
 
     protocol_level = Attribute("3, 4 or 5: the level the client connected with.")
+    receive_maximum = Attribute(
+        "How many QoS 1/2 messages the client accepts in flight (MQTT 5 Receive "
+        "Maximum; 65535 before MQTT 5)."
+    )
+    max_packet_size = Attribute(
+        "The largest packet the client accepts (MQTT 5 Maximum Packet Size); larger "
+        "messages are discarded as if sent."
+    )
     writable = Attribute(
         "False while the transport's buffer is above its high-water mark: the session "
         "then queues instead of writing."

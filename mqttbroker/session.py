@@ -12,15 +12,16 @@ full, messages wait in a bounded queue.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mqttbroker.codec import EncodedPublish, Properties, Publish
+from mqttbroker.codec import EncodedPublish, Properties, PropertyId, Publish
 from mqttbroker.interfaces import IClientLink
 
-__all__ = ["QOS0_OFFLINE", "Message", "Session", "SessionLimits"]
+__all__ = ["EXPIRED", "QOS0_OFFLINE", "TOO_LARGE", "Message", "Session", "SessionLimits"]
 
 _pack_ack = struct.Struct("!BBH").pack
 
@@ -28,14 +29,28 @@ _pack_ack = struct.Struct("!BBH").pack
 class Message:
     """
     An application message as the broker routes it: decoded once, encoded once per
-    (protocol level, QoS, retain flag) shape and shared by every receiver of that
-    shape.
+    shape of receiver (protocol level, QoS, retain flag, and at MQTT 5 the
+    subscription identifiers and remaining expiry) and shared by every receiver of
+    that shape.
 
     @ivar publisher: the client id of the sender (None for messages the broker makes).
     @ivar size: payload plus topic bytes, what queue byte limits count.
+    @ivar expires_at: when the MQTT 5 Message Expiry Interval runs out, on the
+        broker's clock, or None.
     """
 
-    __slots__ = ("_encoded", "payload", "properties", "publisher", "qos", "retain", "size", "topic")
+    __slots__ = (
+        "_encoded",
+        "_encoded_v5",
+        "expires_at",
+        "payload",
+        "properties",
+        "publisher",
+        "qos",
+        "retain",
+        "size",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -45,6 +60,7 @@ class Message:
         retain: bool,
         properties: Properties | None = None,
         publisher: str | None = None,
+        expires_at: float | None = None,
     ) -> None:
         self.topic = topic
         self.payload = payload
@@ -52,11 +68,40 @@ class Message:
         self.retain = retain
         self.properties: Properties = properties if properties is not None else {}
         self.publisher = publisher
+        self.expires_at = expires_at
         self.size = len(payload) + (len(topic) if topic.isascii() else len(topic.encode()))
         self._encoded: dict[int, EncodedPublish] = {}
+        self._encoded_v5: dict[tuple[int, bool, tuple[int, ...], int | None], EncodedPublish] = {}
 
-    def encoded(self, level: int, qos: int, retain: bool) -> EncodedPublish:
-        """The shared encoding of this message for one shape of receiver."""
+    def encoded(
+        self,
+        level: int,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...] = (),
+        remaining: int | None = None,
+    ) -> EncodedPublish:
+        """
+        The shared encoding of this message for one shape of receiver.
+
+        @param subscription_ids: MQTT 5 Subscription Identifiers of the receiver's
+            matching subscriptions ([MQTT-3.3.4-3]).
+        @param remaining: MQTT 5 Message Expiry Interval left, in whole seconds
+            ([MQTT-3.3.2-6]); None when the message does not expire.
+        """
+        if level == 5 and (subscription_ids or remaining is not None):
+            key5 = (qos, retain, subscription_ids, remaining)
+            encoded = self._encoded_v5.get(key5)
+            if encoded is None:
+                properties = dict(self.properties)
+                if remaining is not None:
+                    properties[PropertyId.MESSAGE_EXPIRY_INTERVAL] = remaining
+                if subscription_ids:
+                    properties[PropertyId.SUBSCRIPTION_IDENTIFIER] = list(subscription_ids)
+                encoded = self._encoded_v5[key5] = EncodedPublish(
+                    Publish(self.topic, self.payload, qos, retain, properties=properties), 5
+                )
+            return encoded
         key = (level << 3) | (qos << 1) | retain
         encoded = self._encoded.get(key)
         if encoded is None:
@@ -65,6 +110,15 @@ class Message:
                 Publish(self.topic, self.payload, qos, retain, properties=properties), level
             )
         return encoded
+
+    def remaining(self, now: float) -> int | None:
+        """Whole seconds of expiry left (at least 1), 0 if expired, None if it never expires."""
+        if self.expires_at is None:
+            return None
+        left = self.expires_at - now
+        if left <= 0:
+            return 0
+        return max(1, math.ceil(left))
 
     def __repr__(self) -> str:
         return f"<Message {self.topic!r} qos={self.qos} retain={self.retain} {self.size} B>"
@@ -93,18 +147,30 @@ class SessionLimits:
 class _Outbound:
     """A QoS 1/2 message sent to the client and not yet fully acknowledged."""
 
-    __slots__ = ("message", "qos", "released", "retain")
+    __slots__ = ("message", "qos", "released", "retain", "subscription_ids")
 
-    def __init__(self, message: Message, qos: int, retain: bool) -> None:
+    def __init__(
+        self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...]
+    ) -> None:
         self.message = message
         self.qos = qos
         self.retain = retain
+        self.subscription_ids = subscription_ids
         #: QoS 2 only: PUBREC received and PUBREL sent; awaiting PUBCOMP.
         self.released = False
 
 
 #: Reason given when a QoS 0 message finds its persistent session offline.
 QOS0_OFFLINE = "QoS 0 while offline"
+#: Reason given when a message's MQTT 5 expiry ran out before it could be sent.
+EXPIRED = "expired"
+#: Reason given when a message is larger than the client's Maximum Packet Size.
+TOO_LARGE = "larger than the client's maximum packet size"
+
+#: Drop reasons that are the configured policy, not a full queue.
+_POLICY_DROPS = frozenset((QOS0_OFFLINE, EXPIRED, TOO_LARGE))
+
+_QueueEntry = tuple[Message, int, bool, tuple[int, ...]]
 
 #: Called when a message is dropped: (session, message, qos, reason, first), where
 #: C{qos} is the QoS it would have been delivered at and C{first} is True for the
@@ -114,6 +180,10 @@ DropCallback = Callable[["Session", Message, int, str, bool], None]
 
 def _ignore_drop(session: Session, message: Message, qos: int, reason: str, first: bool) -> None:
     pass
+
+
+def _no_time() -> float:
+    return 0.0
 
 
 class Session:
@@ -133,12 +203,16 @@ class Session:
         "_drop",
         "_inflight",
         "_next_pid",
+        "_now",
         "_overflowing",
         "_queue",
         "_queued_bytes",
+        "_window",
         "awaiting_rel",
         "client_id",
         "dropped",
+        "expiry_call",
+        "expiry_interval",
         "limits",
         "link",
         "persistent",
@@ -151,17 +225,25 @@ class Session:
         persistent: bool,
         limits: SessionLimits,
         on_drop: DropCallback = _ignore_drop,
+        now: Callable[[], float] = _no_time,
     ) -> None:
         self.client_id = client_id
         self.persistent = persistent
         self.limits = limits
+        #: MQTT 5 Session Expiry Interval in seconds (0xFFFFFFFF: never); None for
+        #: 3.1/3.1.1 sessions, which last until a clean session replaces them.
+        self.expiry_interval: int | None = None
+        #: The pending expiry while offline (an IDelayedCall), owned by the broker.
+        self.expiry_call: object | None = None
+        self._now = now
+        self._window = limits.max_inflight
         self.subscriptions: dict[str, int] = {}
         self.link: IClientLink | None = None
         self.awaiting_rel: set[int] = set()
         self.dropped = 0
         self._drop = on_drop
         self._inflight: dict[int, _Outbound] = {}
-        self._queue: deque[tuple[Message, int, bool]] = deque()
+        self._queue: deque[_QueueEntry] = deque()
         self._queued_bytes = 0
         self._next_pid = 1
         self._overflowing = False
@@ -195,46 +277,55 @@ class Session:
 
     # -- delivery ---------------------------------------------------------------
 
-    def deliver(self, message: Message, qos: int, retain: bool) -> None:
+    def deliver(
+        self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...] = ()
+    ) -> bool:
         """
         Send C{message} at C{qos} (already downgraded to the subscription's grant)
         now if the client is online with room, else queue it within the limits.
+
+        @return: False only when a full queue refused it (quota exceeded); a message
+            dropped by policy (QoS 0 while offline, expired, too large for the client)
+            counts as handled.
         """
         link = self.link
         if qos == 0:
             # Behind a non-empty queue even QoS 0 waits its turn: messages of one
             # topic and QoS reach the client in the order they came ([MQTT-4.6.0-6]).
             if link is not None and link.writable and not self._queue:
-                link.write(message.encoded(link.protocol_level, 0, retain).whole)
-                return
+                self._send_qos0(link, message, retain, subscription_ids)
+                return True
             if link is None and not self.limits.queue_qos0:
                 self._dropped(message, 0, QOS0_OFFLINE)
-                return
+                return True
         elif (
             link is not None
             and link.writable
             and not self._queue
-            and len(self._inflight) < self.limits.max_inflight
+            and len(self._inflight) < self._window
         ):
-            self._send_new(link, message, qos, retain)
-            return
-        self._enqueue(message, qos, retain)
+            self._send_new(link, message, qos, retain, subscription_ids)
+            return True
+        return self._enqueue(message, qos, retain, subscription_ids)
 
-    def _enqueue(self, message: Message, qos: int, retain: bool) -> None:
+    def _enqueue(
+        self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...]
+    ) -> bool:
         limits = self.limits
         if limits.max_queued_messages and len(self._queue) >= limits.max_queued_messages:
             self._dropped(message, qos, "queue full (messages)")
-            return
+            return False
         if limits.max_queued_bytes and self._queued_bytes + message.size > limits.max_queued_bytes:
             self._dropped(message, qos, "queue full (bytes)")
-            return
-        self._queue.append((message, qos, retain))
+            return False
+        self._queue.append((message, qos, retain, subscription_ids))
         self._queued_bytes += message.size
+        return True
 
     def _dropped(self, message: Message, qos: int, reason: str) -> None:
         self.dropped += 1
         first = False
-        if reason != QOS0_OFFLINE and not self._overflowing:
+        if reason not in _POLICY_DROPS and not self._overflowing:
             self._overflowing = first = True
         self._drop(self, message, qos, reason, first)
 
@@ -246,10 +337,66 @@ class Session:
         self._next_pid = pid + 1 if pid < 0xFFFF else 1
         return pid
 
-    def _send_new(self, link: IClientLink, message: Message, qos: int, retain: bool) -> None:
+    def _encoding(
+        self,
+        link: IClientLink,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...],
+    ) -> EncodedPublish | None:
+        """
+        The bytes to send, or None when the message must not go out: its expiry ran
+        out ([MQTT-3.3.2-5]) or it is larger than the client accepts ([MQTT-3.1.2-25]:
+        discarded as if sent).
+        """
+        level = link.protocol_level
+        if message.expires_at is None:
+            if level == 5 and subscription_ids:
+                encoded = message.encoded(5, qos, retain, subscription_ids)
+            else:
+                encoded = message.encoded(level, qos, retain)
+        else:
+            remaining = message.remaining(self._now())
+            if remaining == 0:
+                self._dropped(message, qos, EXPIRED)
+                return None
+            encoded = message.encoded(level, qos, retain, subscription_ids, remaining)
+        if encoded.size > link.max_packet_size:
+            self._dropped(message, qos, TOO_LARGE)
+            return None
+        return encoded
+
+    def _send_qos0(
+        self,
+        link: IClientLink,
+        message: Message,
+        retain: bool,
+        subscription_ids: tuple[int, ...],
+    ) -> None:
+        if message.expires_at is None and not subscription_ids:
+            encoded: EncodedPublish | None = message.encoded(link.protocol_level, 0, retain)
+            if encoded.size <= link.max_packet_size:  # type: ignore[union-attr]
+                link.write(encoded.whole)  # type: ignore[union-attr]
+                return
+        encoded = self._encoding(link, message, 0, retain, subscription_ids)
+        if encoded is not None:
+            link.write(encoded.whole)
+
+    def _send_new(
+        self,
+        link: IClientLink,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...],
+    ) -> None:
+        encoded = self._encoding(link, message, qos, retain, subscription_ids)
+        if encoded is None:
+            return
         pid = self._allocate_pid()
-        self._inflight[pid] = _Outbound(message, qos, retain)
-        link.write_sequence(message.encoded(link.protocol_level, qos, retain).chunks(pid))
+        self._inflight[pid] = _Outbound(message, qos, retain, subscription_ids)
+        link.write_sequence(encoded.chunks(pid))
 
     def drain(self) -> None:
         """Send queued messages while the client is online, writable and has room."""
@@ -258,20 +405,38 @@ class Session:
         if link is None or not queue:
             return
         inflight = self._inflight
-        max_inflight = self.limits.max_inflight
+        window = self._window
         while queue and link.writable:
-            message, qos, retain = queue[0]
+            message, qos, retain, subscription_ids = queue[0]
             if qos:
-                if len(inflight) >= max_inflight:
+                if len(inflight) >= window:
                     break
                 queue.popleft()
-                self._send_new(link, message, qos, retain)
+                self._send_new(link, message, qos, retain, subscription_ids)
             else:
                 queue.popleft()
-                link.write(message.encoded(link.protocol_level, 0, retain).whole)
+                self._send_qos0(link, message, retain, subscription_ids)
             self._queued_bytes -= message.size
         if self._overflowing and self._below_limits():
             self._overflowing = False
+
+    def drop_expired(self) -> int:
+        """Remove queued messages whose expiry ran out; how many went."""
+        if not self._queue:
+            return 0
+        now = self._now()
+        kept: deque[_QueueEntry] = deque()
+        gone = 0
+        for entry in self._queue:
+            message = entry[0]
+            if message.expires_at is not None and message.expires_at <= now:
+                gone += 1
+                self._queued_bytes -= message.size
+                self._dropped(message, entry[1], EXPIRED)
+            else:
+                kept.append(entry)
+        self._queue = kept
+        return gone
 
     def _below_limits(self) -> bool:
         limits = self.limits
@@ -318,17 +483,27 @@ class Session:
         """
         A connection took this session: re-send what is in flight, in the original
         order, PUBLISH with DUP set and PUBREL as they were ([MQTT-4.4.0-1]), then
-        the queue.
+        the queue. The in-flight window is the smaller of the configured one and the
+        client's MQTT 5 Receive Maximum ([MQTT-3.3.4-9]).
         """
         self.link = link
+        self._window = min(self.limits.max_inflight, link.receive_maximum)
+        now = self._now()
         level = link.protocol_level
         for pid, entry in self._inflight.items():
             if entry.released:
                 link.write(_pack_ack(0x62, 2, pid))
-            else:
-                link.write_sequence(
-                    entry.message.encoded(level, entry.qos, entry.retain).chunks(pid, dup=True)
-                )
+                continue
+            message = entry.message
+            remaining = None
+            if message.expires_at is not None:
+                # Delivery has started, so the message goes again even if its expiry
+                # ran out ([MQTT-3.3.2-5] deletes only what was not started).
+                remaining = max(1, message.remaining(now) or 1)
+            encoded = message.encoded(
+                level, entry.qos, entry.retain, entry.subscription_ids, remaining
+            )
+            link.write_sequence(encoded.chunks(pid, dup=True))
         self.drain()
 
     def detach(self) -> None:

@@ -691,9 +691,9 @@ class BrokerObjectTests(SynchronousTestCase):
         subscribe(a, ("t/+", 0), ("t/#", 0))
         subscribe(b, ("t/x", 0))
         broker: Broker = harness.broker
-        self.assertEqual(broker.publish(Message("t/x", b"", 0, False)), 2)
-        self.assertEqual(broker.publish(Message("t/y", b"", 0, False)), 1)
-        self.assertEqual(broker.publish(Message("u", b"", 0, False)), 0)
+        self.assertEqual(broker.publish(Message("t/x", b"", 0, False)), (2, 0))
+        self.assertEqual(broker.publish(Message("t/y", b"", 0, False)), (1, 0))
+        self.assertEqual(broker.publish(Message("u", b"", 0, False)), (0, 0))
 
     def test_generated_client_ids_unique(self) -> None:
         """generate_client_id() never returns an id in use."""
@@ -732,7 +732,15 @@ class Level5Tests(SynchronousTestCase):
         self.assertFalse(self.client.closed_by_server)
 
     def test_qos_flows(self) -> None:
-        """QoS 1 and 2 publishes are acknowledged at level 5 as at level 4."""
+        """
+        QoS 1 and 2 publishes are acknowledged at level 5 as at level 4, with 0x10 (No
+        matching subscribers) when nobody is subscribed.
+        """
+        self.assertEqual(
+            publish(self.publisher, "t", b"1", 1, packet_id=1),
+            [Puback(1, ReasonCode.NO_MATCHING_SUBSCRIBERS)],
+        )
+        subscribe(self.client, ("t", 2))
         self.assertEqual(publish(self.publisher, "t", b"1", 1, packet_id=1), [Puback(1)])
         self.assertEqual(
             publish(self.publisher, "t", b"2", 2, packet_id=2), [Pubrec(2), Pubcomp(2)]

@@ -330,36 +330,15 @@ class ServerOnlyPacketTests(SynchronousTestCase):
                 client.finish()
 
     def test_level5_topic_alias_refused(self) -> None:
-        """A topic alias (the server's maximum is 0) gets DISCONNECT 0x94 and the close."""
-        harness = BrokerHarness()
+        """A topic alias above the server's maximum gets DISCONNECT 0x94 and the close."""
+        harness = BrokerHarness(BrokerConfig(topic_alias_maximum=2))
         client, _ = harness.connect("c", level=5)
-        client.send(Publish("t", b"x", properties={PropertyId.TOPIC_ALIAS: 1}))
+        client.send(Publish("t", b"x", properties={PropertyId.TOPIC_ALIAS: 3}))
         self.assertEqual(client.received(), [Disconnect(ReasonCode.TOPIC_ALIAS_INVALID)])
         self.assertTrue(client.closed_by_server)
 
 
 # -- misbehaving clients do not disturb the others ---------------------------------------------
-
-
-class Level5RefusalTests(SynchronousTestCase):
-    """MQTT 5 features the CONNACK says are unavailable are refused as the spec says."""
-
-    def test_subscription_identifier_refused(self) -> None:
-        """
-        A SUBSCRIBE with a Subscription Identifier, after a CONNACK that said they are
-        not available, gets DISCONNECT 0xA1 and the close.
-        """
-        harness = BrokerHarness()
-        client, connack = harness.connect("c", level=5)
-        self.assertEqual(connack.properties[PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE], 0)
-        client.send(
-            Subscribe(1, (Subscription("a/b", 1),), {PropertyId.SUBSCRIPTION_IDENTIFIER: [7]})
-        )
-        self.assertEqual(
-            client.received(),
-            [Disconnect(ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)],
-        )
-        self.assertTrue(client.closed_by_server)
 
 
 class MisbehavingClientTests(SynchronousTestCase):

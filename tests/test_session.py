@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from mqttbroker.broker import BrokerConfig
 from mqttbroker.codec import (
+    MAX_PACKET_SIZE,
     Connack,
     Connect,
     Disconnect,
@@ -45,6 +46,8 @@ class RecordingLink:
 
     def __init__(self, protocol_level: int = 4) -> None:
         self.protocol_level = protocol_level
+        self.receive_maximum = 65535
+        self.max_packet_size = MAX_PACKET_SIZE
         self.writable = True
         self.data: list[bytes] = []
         self.closed: list[tuple[int, str]] = []

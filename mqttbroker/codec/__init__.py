@@ -34,6 +34,7 @@ from mqttbroker.codec.properties import (
     PropertyId,
     PropertySpec,
     PropertyType,
+    int_property,
 )
 from mqttbroker.codec.reason_codes import (
     ALLOWED_REASON_CODES,
@@ -88,5 +89,6 @@ __all__ = [
     "decode_all",
     "encode",
     "encode_properties",
+    "int_property",
     "reason_code_name",
 ]

@@ -18,6 +18,7 @@ from mqttbroker.codec.reason_codes import PacketType
 
 __all__ = [
     "PROPERTY_SPECS",
+    "int_property",
     "Properties",
     "PropertyId",
     "PropertySpec",
@@ -224,3 +225,14 @@ PROPERTY_SPECS: dict[int, PropertySpec] = {
         _spec(_I.SHARED_SUBSCRIPTION_AVAILABLE, _T.BYTE, CONNACK, boolean=True),
     ]
 }
+
+
+def int_property(properties: Properties, key: PropertyId, default: int) -> int:
+    """
+    The value of an integer property (Byte, Two/Four Byte, Variable Byte Integer),
+    or C{default} when absent; the decoder guarantees the type.
+    """
+    value = properties.get(key, default)
+    if not isinstance(value, int):
+        raise TypeError(f"property {key.name} is not an integer: {value!r}")
+    return value
