@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mqttbroker.codec import MAX_PACKET_SIZE
+from mqttbroker.codec import MAX_PACKET_SIZE, PropertyId, Will, int_property
 from mqttbroker.interfaces import IBrokerObserver, IClientLink
 from mqttbroker.session import Message, Session, SessionLimits
 from mqttbroker.topics import RetainedStore, SubscriptionIndex, topic_filter_error
@@ -153,6 +153,7 @@ class Broker:
             existing = None
         if existing is not None:
             self._cancel_expiry(existing)
+            self._cancel_will(existing)
             existing.persistent = persistent
             existing.expiry_interval = expiry_interval
             return existing, True
@@ -197,7 +198,58 @@ class Broker:
         if call is not None and call.active():  # type: ignore[attr-defined]
             call.cancel()  # type: ignore[attr-defined]
 
+    def publish_will(self, session: Session, will: Will, delay: int = 0) -> None:
+        """
+        Publish C{session}'s will now, or after its MQTT 5 Will Delay Interval:
+        then the will waits until the delay has passed or the session ends,
+        whichever comes first, and a new connection to the session cancels it
+        ([MQTT-3.1.3-9]).
+        """
+        if delay and session.persistent and self.sessions.get(session.client_id) is session:
+            interval = session.expiry_interval
+            if interval is not None and interval != NEVER_EXPIRES:
+                delay = min(delay, interval)
+            self._cancel_will(session)
+            session.pending_will = will
+            session.will_call = self.clock.callLater(delay, self._delayed_will, session)
+            return
+        self._publish_will_now(session.client_id, will)
+
+    def _delayed_will(self, session: Session) -> None:
+        session.will_call = None
+        will = session.pending_will
+        session.pending_will = None
+        if will is not None:
+            self._publish_will_now(session.client_id, will)
+
+    def _publish_will_now(self, client_id: str, will: Will) -> None:
+        properties = dict(will.properties)
+        properties.pop(PropertyId.WILL_DELAY_INTERVAL, None)
+        expires_at = None
+        if PropertyId.MESSAGE_EXPIRY_INTERVAL in properties:
+            expires_at = self.now() + int_property(
+                properties, PropertyId.MESSAGE_EXPIRY_INTERVAL, 0
+            )
+        self.publish(
+            Message(
+                will.topic, will.payload, will.qos, will.retain, properties, client_id, expires_at
+            )
+        )
+
+    def _cancel_will(self, session: Session) -> None:
+        """Forget a delayed will without publishing it (the client came back)."""
+        call = session.will_call
+        session.will_call = None
+        session.pending_will = None
+        if call is not None and call.active():  # type: ignore[attr-defined]
+            call.cancel()  # type: ignore[attr-defined]
+
     def _discard(self, session: Session) -> None:
+        if session.pending_will is not None:
+            # The session ends before the will's delay: publish it now.
+            will = session.pending_will
+            self._cancel_will(session)
+            self._publish_will_now(session.client_id, will)
         self._cancel_expiry(session)
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(topic_filter, session)

@@ -213,10 +213,15 @@ class ServerConnection:
             self.close_reason = reason
             session = self.session
             assert session is not None and self.client_id is not None
-            if not self._clean_disconnect and self._will is not None:
-                self._publish_will(self._will)
+            will = self._will
             self._will = None
             self.broker.close_session(session, self)
+            if not self._clean_disconnect and will is not None:
+                # [MQTT-3.1.2-8]: the connection ended without a normal DISCONNECT.
+                delay = 0
+                if self.protocol_level == 5:
+                    delay = int_property(will.properties, PropertyId.WILL_DELAY_INTERVAL, 0)
+                self.broker.publish_will(session, will, delay)
             self.broker.notify(
                 "client_disconnected", self.client_id, reason, self._clean_disconnect
             )
@@ -224,14 +229,6 @@ class ServerConnection:
             self.close_reason = reason
         if close and state is not State.CLOSED:
             self._output.close()
-
-    def _publish_will(self, will: Will) -> None:
-        """Publish the will ([MQTT-3.1.2-8]): the connection ended without DISCONNECT."""
-        properties = dict(will.properties)
-        properties.pop(PropertyId.WILL_DELAY_INTERVAL, None)
-        self.broker.publish(
-            Message(will.topic, will.payload, will.qos, will.retain, properties, self.client_id)
-        )
 
     # -- handlers (state table below) ---------------------------------------------------------
 

@@ -166,12 +166,12 @@ class MQTTServerFactory(Factory[MQTTServerProtocol]):
     """
 
     def __init__(self, broker: Broker | None = None, clock: IReactorTime | None = None) -> None:
-        self.broker = broker if broker is not None else Broker()
         if clock is None:
             from twisted.internet import reactor  # noqa: PLC0415 (installed late)
 
             clock = reactor
         self.clock: IReactorTime = clock
+        self.broker = broker if broker is not None else Broker(clock=clock)
         self.connections = 0
         self.refused = 0
         self._last_refusal_log: float | None = None

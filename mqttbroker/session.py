@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mqttbroker.codec import EncodedPublish, Properties, PropertyId, Publish
+from mqttbroker.codec import EncodedPublish, Properties, PropertyId, Publish, Will
 from mqttbroker.interfaces import IClientLink
 
 __all__ = ["EXPIRED", "QOS0_OFFLINE", "TOO_LARGE", "Message", "Session", "SessionLimits"]
@@ -215,8 +215,10 @@ class Session:
         "expiry_interval",
         "limits",
         "link",
+        "pending_will",
         "persistent",
         "subscriptions",
+        "will_call",
     )
 
     def __init__(
@@ -235,6 +237,9 @@ class Session:
         self.expiry_interval: int | None = None
         #: The pending expiry while offline (an IDelayedCall), owned by the broker.
         self.expiry_call: object | None = None
+        #: An MQTT 5 will waiting for its Will Delay Interval, and its timer.
+        self.pending_will: Will | None = None
+        self.will_call: object | None = None
         self._now = now
         self._window = limits.max_inflight
         self.subscriptions: dict[str, int] = {}

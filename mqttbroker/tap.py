@@ -174,7 +174,9 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """The broker service: one broker, one listener per endpoint description."""
-    broker = Broker(options.broker_config(), observers=[LoggingObserver()])
+    from twisted.internet import reactor  # noqa: PLC0415 (twist has installed it)
+
+    broker = Broker(options.broker_config(), observers=[LoggingObserver()], clock=reactor)
     factory = MQTTServerFactory(broker)
     service = MultiService()
     BrokerService(broker).setServiceParent(service)

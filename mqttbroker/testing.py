@@ -112,7 +112,7 @@ class BrokerHarness:
         self, config: BrokerConfig | None = None, observers: Iterable[IBrokerObserver] = ()
     ) -> None:
         self.clock = Clock()
-        self.broker = Broker(config, observers)
+        self.broker = Broker(config, observers, clock=self.clock)
         self.factory = MQTTServerFactory(self.broker, clock=self.clock)
         self._port = 40000
 
