@@ -22,7 +22,13 @@ from twisted.logger import Logger
 from mqttbroker.codec import MAX_PACKET_SIZE, PropertyId, Will, int_property
 from mqttbroker.interfaces import IBrokerObserver, IClientLink
 from mqttbroker.session import Message, Session, SessionLimits
-from mqttbroker.topics import RetainedStore, SubscriptionIndex, topic_filter_error
+from mqttbroker.topics import (
+    RetainedStore,
+    SubscriptionIndex,
+    shared_subscription,
+    topic_filter_error,
+    topic_matches,
+)
 
 __all__ = [
     "NEVER_EXPIRES",
@@ -31,12 +37,15 @@ __all__ = [
     "SUBSCRIPTION_ID_SHIFT",
     "Broker",
     "BrokerConfig",
+    "SharedGroup",
 ]
 
 _log = Logger()
 
 #: SUBACK return code for a refused filter (3.1.1 section 3.9.3).
 SUBSCRIPTION_FAILURE = 0x80
+#: The MQTT 5 SUBACK reason code for an invalid filter; 3.1.1 clients get 0x80.
+TOPIC_FILTER_INVALID = 0x8F
 
 #: Bits kept with a subscription's granted QoS (bits 0-1) in the index: MQTT 5's No
 #: Local (do not send a client its own messages) and Retain As Published (keep the
@@ -49,6 +58,83 @@ SUBSCRIPTION_ID_SHIFT = 4
 
 #: MQTT 5 Session Expiry Interval meaning "never" (3.1.2.11.2).
 NEVER_EXPIRES = 0xFFFFFFFF
+
+
+def _shared_error(name: str, topic_filter: str) -> str | None:
+    """Why C{$share/name/topic_filter} is not a valid shared subscription, or None."""
+    if not name or "+" in name or "#" in name:
+        return "a share name must be non-empty, without '+' or '#' [MQTT-4.8.2-1]"
+    if not topic_filter:
+        return "a shared subscription needs a topic filter after its share name [MQTT-4.8.2-2]"
+    return topic_filter_error(topic_filter)
+
+
+class SharedGroup:
+    """
+    The members of one shared subscription C{$share/<name>/<filter>} (5.0 section
+    4.8.2): each matching message goes to one member, round robin, preferring
+    members that are online with room in their in-flight window.
+
+    @ivar members: member session -> its subscription value (QoS and option bits).
+    """
+
+    __slots__ = ("_cursor", "_order", "members", "name", "topic_filter")
+
+    def __init__(self, name: str, topic_filter: str) -> None:
+        self.name = name
+        self.topic_filter = topic_filter
+        self.members: dict[Session, int] = {}
+        self._order: list[Session] = []
+        self._cursor = 0
+
+    def __repr__(self) -> str:
+        return f"<SharedGroup $share/{self.name}/{self.topic_filter} {len(self.members)} members>"
+
+    def add(self, session: Session, value: int) -> bool:
+        """Add or update a member; True if it is new."""
+        new = session not in self.members
+        self.members[session] = value
+        if new:
+            self._order.append(session)
+        return new
+
+    def remove(self, session: Session) -> bool:
+        """Remove a member; True if it was one."""
+        if self.members.pop(session, None) is None:
+            return False
+        self._order.remove(session)
+        return True
+
+    def pick(self, exclude: Session | None = None) -> Session | None:
+        """
+        The member for the next message: the next one in turn that is online with
+        room; failing that the next online one (it queues); failing that the next
+        one at all (an offline persistent session queues it).
+        """
+        order = self._order
+        count = len(order)
+        if not count:
+            return None
+        start = self._cursor
+        fallback = None
+        offline = None
+        for step in range(count):
+            index = (start + step) % count
+            session = order[index]
+            if session is exclude:
+                continue
+            if session.has_room:
+                self._cursor = index + 1
+                return session
+            if fallback is None and session.link is not None:
+                fallback = index
+            if offline is None:
+                offline = index
+        chosen = fallback if fallback is not None else offline
+        if chosen is None:
+            return None
+        self._cursor = chosen + 1
+        return order[chosen]
 
 
 @dataclass(frozen=True)
@@ -102,6 +188,9 @@ class Broker:
         self.observers: list[IBrokerObserver] = list(observers)
         self.sessions: dict[str, Session] = {}
         self.subscriptions: SubscriptionIndex[Session, int] = SubscriptionIndex()
+        #: Shared subscriptions: the real filter -> its groups (a group is the key).
+        self.shared: SubscriptionIndex[SharedGroup, int] = SubscriptionIndex()
+        self._groups: dict[tuple[str, str], SharedGroup] = {}
         self.retained: RetainedStore[Message] = RetainedStore()
 
     @property
@@ -251,11 +340,31 @@ class Broker:
             self._cancel_will(session)
             self._publish_will_now(session.client_id, will)
         self._cancel_expiry(session)
-        for topic_filter in session.subscriptions:
-            self.subscriptions.remove(topic_filter, session)
+        groups = [
+            group
+            for topic_filter in session.subscriptions
+            if (group := self._remove_subscription(session, topic_filter)) is not None
+        ]
+        if groups:
+            self._hand_over(session, groups)
         session.discard_state()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+
+    def _hand_over(self, session: Session, groups: list[SharedGroup]) -> None:
+        """
+        A shared-subscription member's session ends: the QoS 1/2 messages it still
+        owed through a group go to another member instead of being lost (5.0
+        section 4.8.2 lets a server do so).
+        """
+        for message, qos in session.unfinished():
+            for group in groups:
+                if group.members and topic_matches(group.topic_filter, message.topic):
+                    member = group.pick()
+                    if member is not None:
+                        granted = group.members[member] & 3
+                        member.deliver(message, min(granted, qos), False)
+                    break
 
     def shutdown(self) -> None:
         """
@@ -285,9 +394,12 @@ class Broker:
         @param options: MQTT 5 options as L{NO_LOCAL} and L{RETAIN_AS_PUBLISHED} bits.
         @param subscription_id: the MQTT 5 Subscription Identifier (0: none).
         """
-        error = topic_filter_error(topic_filter)
-        if error is None and topic_filter.startswith("$share/"):
-            error = "shared subscriptions are not served yet"
+        shared = shared_subscription(topic_filter)
+        if shared is not None:
+            name, real_filter = shared
+            error = _shared_error(name, real_filter)
+        else:
+            error = topic_filter_error(topic_filter)
         if error is not None:
             _log.info(
                 "Refused subscription of {client_id!r} to {topic_filter!r}: {error}",
@@ -295,10 +407,17 @@ class Broker:
                 topic_filter=topic_filter,
                 error=error,
             )
-            return SUBSCRIPTION_FAILURE, False
+            return TOPIC_FILTER_INVALID, False
         granted = min(qos, self.config.max_qos)
         value = granted | options | (subscription_id << SUBSCRIPTION_ID_SHIFT)
-        new = self.subscriptions.add(topic_filter, session, value)
+        if shared is not None:
+            group = self._groups.get(shared)
+            if group is None:
+                group = self._groups[shared] = SharedGroup(*shared)
+                self.shared.add(shared[1], group, 0)
+            new = group.add(session, value)
+        else:
+            new = self.subscriptions.add(topic_filter, session, value)
         session.subscriptions[topic_filter] = value
         self.notify("subscribed", session.client_id, topic_filter, granted)
         return granted, new
@@ -308,7 +427,8 @@ class Broker:
         Deliver the retained messages matching a new (or replaced) subscription, with
         their retain flag set ([MQTT-3.3.1-6], [MQTT-3.8.4-3]).
         """
-        if not len(self.retained):
+        if not len(self.retained) or topic_filter.startswith("$share/"):
+            # Not for shared subscriptions (5.0 section 4.8.2).
             return
         for _, message in self.retained.matching(topic_filter):
             session.deliver(message, min(granted, message.qos), True)
@@ -317,9 +437,24 @@ class Broker:
         """Remove a subscription; True if there was one."""
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
-        self.subscriptions.remove(topic_filter, session)
+        self._remove_subscription(session, topic_filter)
         self.notify("unsubscribed", session.client_id, topic_filter)
         return True
+
+    def _remove_subscription(self, session: Session, topic_filter: str) -> SharedGroup | None:
+        """Take one subscription out of the indexes; the shared group it left, if any."""
+        shared = shared_subscription(topic_filter)
+        if shared is None:
+            self.subscriptions.remove(topic_filter, session)
+            return None
+        group = self._groups.get(shared)
+        if group is None:
+            return None
+        group.remove(session)
+        if not group.members:
+            del self._groups[shared]
+            self.shared.remove(shared[1], group)
+        return group
 
     # -- publishing -------------------------------------------------------------------
 
@@ -352,15 +487,14 @@ class Broker:
                 message.retain,
                 len(message.payload),
             )
+        matched, refused = self._publish_shared(message) if self._groups else (0, 0)
         tables = self.subscriptions.match(message.topic)
         if not tables:
-            return 0, 0
+            return matched, refused
         qos = message.qos
         publisher = message.publisher
         retain = message.retain
-        refused = 0
         if len(tables) == 1:
-            matched = 0
             for session, value in list(tables[0].items()):
                 if value & NO_LOCAL and session.client_id == publisher:
                     continue
@@ -400,7 +534,29 @@ class Broker:
             )
             if not ok:
                 refused += 1
-        return len(merged), refused
+        return matched + len(merged), refused
+
+    def _publish_shared(self, message: Message) -> tuple[int, int]:
+        """Give C{message} to one member of each matching shared group."""
+        matched = refused = 0
+        qos = message.qos
+        for table in self.shared.match(message.topic):
+            for group in table:
+                member = group.pick()
+                if member is None:
+                    continue
+                value = group.members[member]
+                granted = value & 3
+                subscription_id = value >> SUBSCRIPTION_ID_SHIFT
+                matched += 1
+                if not member.deliver(
+                    message,
+                    granted if granted < qos else qos,
+                    message.retain and bool(value & RETAIN_AS_PUBLISHED),
+                    (subscription_id,) if subscription_id else (),
+                ):
+                    refused += 1
+        return matched, refused
 
     def notify(self, event: str, *args: object) -> None:
         """Call every observer's C{event}; one that raises is logged and skipped."""

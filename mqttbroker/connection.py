@@ -20,7 +20,7 @@ from typing import Protocol as TypingProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mqttbroker.broker import NO_LOCAL, RETAIN_AS_PUBLISHED, Broker
+from mqttbroker.broker import NO_LOCAL, RETAIN_AS_PUBLISHED, SUBSCRIPTION_FAILURE, Broker
 from mqttbroker.codec import (
     ALLOWED_REASON_CODES,
     MAX_PACKET_SIZE,
@@ -279,7 +279,6 @@ class ServerConnection:
                 properties[PropertyId.MAXIMUM_QOS] = config.max_qos
             if config.topic_alias_maximum:
                 properties[PropertyId.TOPIC_ALIAS_MAXIMUM] = config.topic_alias_maximum
-            properties[PropertyId.SHARED_SUBSCRIPTION_AVAILABLE] = 0
             if config.max_packet_size < MAX_PACKET_SIZE:
                 properties[PropertyId.MAXIMUM_PACKET_SIZE] = config.max_packet_size
             if config.max_keep_alive and (keep_alive == 0 or keep_alive > config.max_keep_alive):
@@ -496,7 +495,10 @@ class ServerConnection:
             results.append(
                 broker.subscribe(session, sub.topic_filter, sub.qos, options, subscription_id)
             )
-        codes = tuple(granted for granted, _ in results)
+        codes = tuple(
+            SUBSCRIPTION_FAILURE if granted >= 0x80 and level < 5 else granted
+            for granted, _ in results
+        )
         self.write(encode(Suback(packet.packet_id, codes), level))
         for sub, (granted, new) in zip(packet.subscriptions, results, strict=True):
             # Retain Handling (5.0 3.8.3.1): 0 send retained messages, 1 only for a

@@ -425,6 +425,28 @@ class Session:
         if self._overflowing and self._below_limits():
             self._overflowing = False
 
+    @property
+    def has_room(self) -> bool:
+        """Online, writable, nothing queued and room in the in-flight window."""
+        link = self.link
+        return (
+            link is not None
+            and link.writable
+            and not self._queue
+            and len(self._inflight) < self._window
+        )
+
+    def unfinished(self) -> list[tuple[Message, int]]:
+        """
+        The QoS 1/2 messages this session still owes its client and has not yet
+        seen acknowledged (in flight and not past PUBREC, then queued), in order.
+        """
+        owed = [
+            (entry.message, entry.qos) for entry in self._inflight.values() if not entry.released
+        ]
+        owed.extend((message, qos) for message, qos, _, _ in self._queue if qos)
+        return owed
+
     def drop_expired(self) -> int:
         """Remove queued messages whose expiry ran out; how many went."""
         if not self._queue:

@@ -24,6 +24,7 @@ __all__ = [
     "is_wildcard",
     "shared_subscription",
     "topic_filter_error",
+    "topic_matches",
 ]
 
 #: Deeper topics and filters are refused: a bound on the work one publish can cause.
@@ -57,6 +58,20 @@ def topic_filter_error(topic_filter: str, max_levels: int = MAX_TOPIC_LEVELS) ->
         if "+" in level and level != "+":
             return "'+' must fill a whole level of a filter [MQTT-4.7.1-3]"
     return None
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether C{topic} matches C{topic_filter} (section 4.7, with the C{$} rule)."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    levels = topic.split("/")
+    parts = topic_filter.split("/")
+    for index, part in enumerate(parts):
+        if part == "#":
+            return True
+        if index >= len(levels) or (part != "+" and part != levels[index]):
+            return False
+    return len(parts) == len(levels)
 
 
 def shared_subscription(topic_filter: str) -> tuple[str, str] | None:

@@ -336,10 +336,12 @@ class SubscribeTests(SynchronousTestCase):
         self.assertEqual(self.harness.broker.sessions["c"].subscriptions, {})
         self.assertEqual(len(self.harness.broker.subscriptions), 0)
 
-    def test_shared_subscription_refused(self) -> None:
-        """'$share/...' filters are refused with 0x80 for now."""
-        self.assertEqual(subscribe(self.client, ("$share/g/t", 1), ("t", 1)), [0x80, 1])
-        self.assertEqual(self.harness.broker.sessions["c"].subscriptions, {"t": 1})
+    def test_invalid_shared_subscription_refused(self) -> None:
+        """A malformed '$share/...' filter is refused with 0x80 at level 4 [MQTT-4.8.2-1]."""
+        self.assertEqual(
+            subscribe(self.client, ("$share//t", 1), ("$share/g+/t", 1), ("$share/g", 1)),
+            [0x80, 0x80, 0x80],
+        )
 
     def test_max_qos_caps_grant(self) -> None:
         """A broker configured with max_qos grants no more than it."""
