@@ -153,6 +153,12 @@ class BrokerConfig:
     @ivar topic_alias_maximum: topic aliases an MQTT 5 client may set (0: none).
     @ivar max_keep_alive: the longest keep alive granted (0: as the client asks); an
         MQTT 5 client asking more, or 0, is told Server Keep Alive.
+    @ivar response_information: given to MQTT 5 clients that ask for Response
+        Information, with C{%c} replaced by the client id ("" to give none).
+    @ivar server_reference: when set, every client is redirected there: MQTT 5
+        clients get CONNACK 0x9C (use another server) or, with C{server_moved},
+        0x9D (server moved) and this Server Reference; older clients get return
+        code 3 (server unavailable).
     """
 
     session_limits: SessionLimits = field(default_factory=SessionLimits)
@@ -164,6 +170,9 @@ class BrokerConfig:
     receive_maximum: int = 65535
     topic_alias_maximum: int = 10
     max_keep_alive: int = 0
+    response_information: str = ""
+    server_reference: str = ""
+    server_moved: bool = False
 
 
 class Broker:
@@ -422,7 +431,9 @@ class Broker:
         self.notify("subscribed", session.client_id, topic_filter, granted)
         return granted, new
 
-    def send_retained(self, session: Session, topic_filter: str, granted: int) -> None:
+    def send_retained(
+        self, session: Session, topic_filter: str, granted: int, subscription_id: int = 0
+    ) -> None:
         """
         Deliver the retained messages matching a new (or replaced) subscription, with
         their retain flag set ([MQTT-3.3.1-6], [MQTT-3.8.4-3]).
@@ -430,8 +441,9 @@ class Broker:
         if not len(self.retained) or topic_filter.startswith("$share/"):
             # Not for shared subscriptions (5.0 section 4.8.2).
             return
+        ids = (subscription_id,) if subscription_id else ()
         for _, message in self.retained.matching(topic_filter):
-            session.deliver(message, min(granted, message.qos), True)
+            session.deliver(message, min(granted, message.qos), True, ids)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         """Remove a subscription; True if there was one."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 from typing import Protocol as TypingProtocol
@@ -61,6 +62,22 @@ _pack_ack = struct.Struct("!BBH").pack
 _PINGRESP = b"\xd0\x00"
 
 
+#: Reason Strings are diagnostics, not payloads: keep them short.
+_MAX_REASON_STRING = 200
+
+_PUBLISH_REASONS: dict[int, str] = {
+    ReasonCode.QUOTA_EXCEEDED: "every receiver's queue is full",
+    ReasonCode.NO_MATCHING_SUBSCRIBERS: "",
+}
+
+
+def _with_reason_string(packet: Packet, reason: str) -> Packet:
+    """A copy of C{packet} that carries C{reason} as its Reason String."""
+    properties = dict(packet.properties)  # type: ignore[union-attr]
+    properties[PropertyId.REASON_STRING] = reason
+    return replace(packet, properties=properties)  # type: ignore[arg-type]
+
+
 class ConnectionOutput(TypingProtocol):
     """What the I/O adapter offers a L{ServerConnection}."""
 
@@ -88,10 +105,13 @@ class State(Enum):
 class _RefusedError(Exception):
     """A CONNECT that is answered with a failure CONNACK (MQTT 5 reason code)."""
 
-    def __init__(self, reason_code: ReasonCode, reason: str) -> None:
+    def __init__(
+        self, reason_code: ReasonCode, reason: str, server_reference: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason_code = reason_code
         self.reason = reason
+        self.server_reference = server_reference
 
 
 @implementer(IClientLink)
@@ -129,6 +149,7 @@ class ServerConnection:
         #: Inbound topic aliases (MQTT 5): alias -> topic, for this connection only.
         self._aliases: dict[int, str] = {}
         self._connect_expiry = 0
+        self._problem_information = True
 
     # -- input from the adapter ---------------------------------------------------
 
@@ -161,7 +182,7 @@ class ServerConnection:
             if level == 5:
                 if code not in ALLOWED_REASON_CODES[PacketType.CONNACK]:
                     code = ReasonCode.PROTOCOL_ERROR
-                self.write(encode(Connack(False, code), 5))
+                self._send_v5(Connack(False, code), error.message)
             elif code == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
                 # [MQTT-3.1.2-2]: answer return code 1, then close.
                 self.write(
@@ -173,13 +194,15 @@ class ServerConnection:
         elif self.protocol_level == 5:
             if code not in ALLOWED_REASON_CODES[PacketType.DISCONNECT]:
                 code = ReasonCode.PROTOCOL_ERROR
-            self.write(encode(Disconnect(code), 5))
+            self._send_v5(Disconnect(code), error.message)
         self._end(f"protocol error: {error.message}")
 
     def keep_alive_expired(self) -> None:
         """Nothing came from the client for 1.5 times its keep alive ([MQTT-3.1.2-24])."""
         if self.state is State.CONNECTED and self.protocol_level == 5:
-            self.write(encode(Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT), 5))
+            self._send_v5(
+                Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT), "no packet within 1.5 x keep alive"
+            )
         self._end("keep alive timeout")
 
     def connection_lost(self, reason: str = "connection lost") -> None:
@@ -196,12 +219,26 @@ class ServerConnection:
         if self.session is not None and self.session.link is self:
             self.session.drain()
 
+    def _send_v5(self, packet: Packet, reason: str | None = None) -> None:
+        """
+        Write an MQTT 5 packet, with C{reason} as its Reason String where the client
+        allows one: always on CONNACK and DISCONNECT, elsewhere only if it did not
+        set Request Problem Information to 0 ([MQTT-3.1.2-29]); never when it would
+        make the packet larger than the client accepts ([MQTT-3.1.2-25]).
+        """
+        if reason and (self._problem_information or isinstance(packet, (Connack, Disconnect))):
+            with_reason = encode(_with_reason_string(packet, reason[:_MAX_REASON_STRING]), 5)
+            if len(with_reason) <= self.max_packet_size:
+                self.write(with_reason)
+                return
+        self.write(encode(packet, 5))
+
     # -- IClientLink -------------------------------------------------------------------
 
     def close_by_server(self, reason_code: int, reason: str) -> None:
         """End the connection from the server's side (takeover, shutdown, ...)."""
         if self.state is State.CONNECTED and self.protocol_level == 5:
-            self.write(encode(Disconnect(reason_code), 5))
+            self._send_v5(Disconnect(reason_code), reason)
         self._end(reason)
 
     # -- ending -----------------------------------------------------------------------
@@ -238,8 +275,13 @@ class ServerConnection:
             client_id, assigned = self._client_id_for(packet)
         except _RefusedError as refusal:
             code = refusal.reason_code
-            wire = code if level == 5 else connack_return_code_for(code)
-            self.write(encode(Connack(False, wire), level))
+            if level == 5:
+                refusal_properties: Properties = {}
+                if refusal.server_reference:
+                    refusal_properties[PropertyId.SERVER_REFERENCE] = refusal.server_reference
+                self._send_v5(Connack(False, code, refusal_properties), refusal.reason)
+            else:
+                self.write(encode(Connack(False, connack_return_code_for(code)), level))
             _log.info(
                 "Refused CONNECT from {peer}: {reason}", peer=self.peer, reason=refusal.reason
             )
@@ -247,6 +289,7 @@ class ServerConnection:
             return
         config = self.broker.config
         expiry: int | None = None
+        wants_response_information = False
         if level == 5:
             props = packet.properties
             expiry = self._connect_expiry = int_property(
@@ -254,6 +297,12 @@ class ServerConnection:
             )
             persistent = bool(expiry)
             self.receive_maximum = int_property(props, PropertyId.RECEIVE_MAXIMUM, 65535)
+            self._problem_information = bool(
+                int_property(props, PropertyId.REQUEST_PROBLEM_INFORMATION, 1)
+            )
+            wants_response_information = bool(
+                int_property(props, PropertyId.REQUEST_RESPONSE_INFORMATION, 0)
+            )
             self.max_packet_size = int_property(
                 props, PropertyId.MAXIMUM_PACKET_SIZE, MAX_PACKET_SIZE
             )
@@ -281,6 +330,11 @@ class ServerConnection:
                 properties[PropertyId.TOPIC_ALIAS_MAXIMUM] = config.topic_alias_maximum
             if config.max_packet_size < MAX_PACKET_SIZE:
                 properties[PropertyId.MAXIMUM_PACKET_SIZE] = config.max_packet_size
+            if wants_response_information and config.response_information:
+                # The basis of response topics for request/response (4.10).
+                properties[PropertyId.RESPONSE_INFORMATION] = config.response_information.replace(
+                    "%c", client_id
+                )
             if config.max_keep_alive and (keep_alive == 0 or keep_alive > config.max_keep_alive):
                 # The server's cap replaces what the client asked ([MQTT-3.1.2-21]).
                 keep_alive = config.max_keep_alive
@@ -295,6 +349,21 @@ class ServerConnection:
 
     def _client_id_for(self, packet: Connect) -> tuple[str, bool]:
         """The client id to use, and whether the broker assigned it."""
+        config = self.broker.config
+        if config.server_reference:
+            # Redirection (5.0 section 4.11): every client is sent elsewhere.
+            raise _RefusedError(
+                ReasonCode.SERVER_MOVED if config.server_moved else ReasonCode.USE_ANOTHER_SERVER,
+                f"use the server at {config.server_reference}",
+                config.server_reference,
+            )
+        will = packet.will
+        if will is not None and will.qos > config.max_qos and packet.protocol_level == 5:
+            raise _RefusedError(
+                ReasonCode.QOS_NOT_SUPPORTED,
+                f"will QoS {will.qos} is above the server's Maximum QoS {config.max_qos} "
+                "[MQTT-3.2.2-12]",
+            )
         if packet.client_id:
             return packet.client_id, False
         if packet.protocol_level == 3:
@@ -315,6 +384,15 @@ class ServerConnection:
 
     def _on_publish(self, packet: Publish) -> None:
         qos = packet.qos
+        if qos > self.broker.config.max_qos and self.protocol_level == 5:
+            # Above the Maximum QoS the CONNACK announced ([MQTT-3.2.2-11]).
+            self.protocol_violation(
+                RemoteProtocolError(
+                    ReasonCode.QOS_NOT_SUPPORTED,
+                    f"QoS {qos} is above the server's Maximum QoS {self.broker.config.max_qos}",
+                )
+            )
+            return
         topic = packet.topic
         properties = packet.properties
         expires_at = None
@@ -334,7 +412,8 @@ class ServerConnection:
         if qos == 1:
             matched, refused = self.broker.publish(message)
             if self.protocol_level == 5 and (not matched or refused == matched):
-                self.write(encode(Puback(pid, self._publish_code(matched, refused)), 5))
+                code = self._publish_code(matched, refused)
+                self._send_v5(Puback(pid, code), _PUBLISH_REASONS.get(code))
             else:
                 self.write(_pack_ack(0x40, 2, pid))
             return
@@ -363,7 +442,7 @@ class ServerConnection:
             if code < 0x80:
                 awaiting.add(pid)
         if code:
-            self.write(encode(Pubrec(pid, code), 5))
+            self._send_v5(Pubrec(pid, code), _PUBLISH_REASONS.get(code))
         else:
             self.write(_pack_ack(0x50, 2, pid))
 
@@ -443,7 +522,7 @@ class ServerConnection:
             self.protocol_violation(RemoteProtocolError(ReasonCode.PAYLOAD_FORMAT_INVALID, reason))
             return
         ack = Puback if packet.qos == 1 else Pubrec
-        self.write(encode(ack(packet.packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID), 5))
+        self._send_v5(ack(packet.packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID), reason)
 
     def _on_puback(self, packet: Puback) -> None:
         assert self.session is not None
@@ -451,6 +530,11 @@ class ServerConnection:
 
     def _on_pubrec(self, packet: Pubrec) -> None:
         assert self.session is not None
+        if packet.reason_code >= 0x80 and self.protocol_level == 5:
+            # The client refused the message: the exchange ends here, without
+            # PUBREL ([MQTT-4.3.3-4]), and its in-flight slot is free again.
+            self.session.abandon(packet.packet_id)
+            return
         if self.session.pubrec(packet.packet_id) or self.protocol_level != 5:
             self.write(_pack_ack(0x62, 2, packet.packet_id))
         else:
@@ -504,7 +588,7 @@ class ServerConnection:
             # Retain Handling (5.0 3.8.3.1): 0 send retained messages, 1 only for a
             # new subscription, 2 never. MQTT 3.1.1 always sends them.
             if granted < 0x80 and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
-                broker.send_retained(session, sub.topic_filter, granted)
+                broker.send_retained(session, sub.topic_filter, granted, subscription_id)
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session

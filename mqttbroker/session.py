@@ -494,6 +494,19 @@ class Session:
         entry.released = True
         return True
 
+    def abandon(self, packet_id: int) -> bool:
+        """
+        The client refused a QoS 2 message (MQTT 5 PUBREC with an error code): drop
+        it from the in-flight window; True if it was there.
+        """
+        entry = self._inflight.get(packet_id)
+        if entry is None or entry.qos != 2 or entry.released:
+            return False
+        del self._inflight[packet_id]
+        if self._queue:
+            self.drain()
+        return True
+
     def pubcomp(self, packet_id: int) -> bool:
         """The client completed a QoS 2 delivery; True if it was awaiting PUBCOMP."""
         entry = self._inflight.get(packet_id)

@@ -7,6 +7,7 @@ time driven by a L{Clock}. Deterministic: no sockets, no reactor, no sleeping.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -19,6 +20,7 @@ from mqttbroker.codec import (
     Decoder,
     Disconnect,
     Packet,
+    PropertyId,
     Publish,
     Pubrel,
     Suback,
@@ -52,6 +54,8 @@ class FakeClient:
         self._decoder = Decoder(protocol_level=level)
         self._pending: list[Packet] = []
         self._lost = False
+        #: Reason Strings the server sent, taken out of the packets by L{received}.
+        self.reason_strings: list[str] = []
 
     def send(self, *packets: Packet) -> None:
         """Encode C{packets} at this client's level and deliver them to the server."""
@@ -62,11 +66,23 @@ class FakeClient:
         self.protocol.dataReceived(data)
 
     def received(self) -> list[Packet]:
-        """Everything the server sent since the last call, decoded."""
+        """
+        Everything the server sent since the last call, decoded.
+
+        Reason Strings (MQTT 5 diagnostics in free text) are taken out of the packets
+        so that tests compare reason codes; they are kept, in order, in
+        L{reason_strings}.
+        """
         data = self.transport.value()
         self.transport.clear()
         packets, self._pending = self._pending, []
-        packets.extend(self._decoder.feed(data))
+        for packet in self._decoder.feed(data):
+            properties = getattr(packet, "properties", None)
+            if properties and PropertyId.REASON_STRING in properties:
+                properties = dict(properties)
+                self.reason_strings.append(str(properties.pop(PropertyId.REASON_STRING)))
+                packet = replace(packet, properties=properties)  # type: ignore[arg-type]
+            packets.append(packet)
         return packets
 
     def keep(self, packets: list[Packet]) -> None:

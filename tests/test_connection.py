@@ -550,7 +550,14 @@ class ServerConnectionTests(SynchronousTestCase):
         connection5.packet_received(Connect("c5", 5))
         output5.packets(5)
         connection5.close_by_server(ReasonCode.SERVER_SHUTTING_DOWN, "shutting down")
-        self.assertEqual(output5.packets(5), [Disconnect(ReasonCode.SERVER_SHUTTING_DOWN)])
+        self.assertEqual(
+            output5.packets(5),
+            [
+                Disconnect(
+                    ReasonCode.SERVER_SHUTTING_DOWN, {PropertyId.REASON_STRING: "shutting down"}
+                )
+            ],
+        )
         self.assertEqual(output5.closed, 1)
 
     def test_keep_alive_expired(self) -> None:

@@ -23,6 +23,7 @@ from mqttbroker.codec import (
     Disconnect,
     Pingreq,
     Pingresp,
+    PropertyId,
     ReasonCode,
     decode_all,
     encode,
@@ -96,9 +97,11 @@ class HandshakeTests(SynchronousTestCase):
         """A v5 CONNECT with the reserved flag set gets CONNACK 0x81 and a close."""
         proto, transport, _ = _connected()
         proto.dataReceived(bytes.fromhex("100e00044d5154540503000000000163"))
-        self.assertEqual(
-            decode_all(transport.value(), 5), [Connack(False, ReasonCode.MALFORMED_PACKET)]
-        )
+        [connack] = decode_all(transport.value(), 5)
+        assert isinstance(connack, Connack)
+        self.assertEqual(connack.reason_code, ReasonCode.MALFORMED_PACKET)
+        # MQTT 5 clients are told why, in a Reason String naming the field.
+        self.assertIn("reserved connect flag", connack.properties[PropertyId.REASON_STRING])
         self.assertTrue(transport.disconnecting)
 
     def test_too_large_after_connect_v5(self) -> None:
@@ -107,9 +110,9 @@ class HandshakeTests(SynchronousTestCase):
         proto.dataReceived(encode(Connect("c", 5), 5))
         transport.clear()
         proto.dataReceived(b"\x30\xff\xff\xff\x7f")
-        self.assertEqual(
-            decode_all(transport.value(), 5), [Disconnect(ReasonCode.PACKET_TOO_LARGE)]
-        )
+        [disconnect] = decode_all(transport.value(), 5)
+        assert isinstance(disconnect, Disconnect)
+        self.assertEqual(disconnect.reason_code, ReasonCode.PACKET_TOO_LARGE)
         self.assertTrue(transport.disconnecting)
 
     def test_second_connect_closes(self) -> None:
