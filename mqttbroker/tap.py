@@ -55,6 +55,12 @@ class Options(usage.Options):
 
     optFlags = [
         [
+            "server-moved",
+            None,
+            "With --server-reference: tell MQTT 5 clients the server has moved for good "
+            "(CONNACK 0x9D) rather than to use another server for now (0x9C).",
+        ],
+        [
             "no-tcp-nodelay",
             None,
             "Leave Nagle's algorithm on for TCP connections (by default it is off: "
@@ -119,6 +125,54 @@ class Options(usage.Options):
             _non_negative_int,
         ],
         [
+            "receive-maximum",
+            None,
+            65535,
+            "QoS 2 messages a client may have awaiting PUBREL at once (1-65535); "
+            "announced to MQTT 5 clients as Receive Maximum when below 65535, and "
+            "exceeding it closes the connection (0x93).",
+            _positive_int,
+        ],
+        [
+            "topic-alias-maximum",
+            None,
+            10,
+            "Topic aliases an MQTT 5 client may set on a connection (0-65535; 0 turns them off).",
+            _non_negative_int,
+        ],
+        [
+            "max-keepalive",
+            None,
+            0,
+            "The longest keep alive granted, in seconds (0: whatever the client asks). "
+            "MQTT 5 clients asking for more, or for none, are told Server Keep Alive; "
+            "older clients keep theirs.",
+            _non_negative_int,
+        ],
+        [
+            "max-qos",
+            None,
+            2,
+            "The highest QoS served (0, 1 or 2): subscriptions are granted at most this; "
+            "MQTT 5 clients are told Maximum QoS and may not publish above it.",
+            int,
+        ],
+        [
+            "response-information",
+            None,
+            "",
+            "Response Information for MQTT 5 clients that ask for it (request/response): "
+            "a topic prefix, where %c stands for the client id, e.g. 'reply/%c/'.",
+        ],
+        [
+            "server-reference",
+            None,
+            "",
+            "Redirect every client to this server (MQTT 5 Server Reference, e.g. "
+            "'mqtt2.example.com:1883'): MQTT 5 clients get CONNACK 0x9C (or 0x9D with "
+            "--server-moved), older ones return code 3 (server unavailable).",
+        ],
+        [
             "connect-timeout",
             None,
             10.0,
@@ -143,6 +197,14 @@ class Options(usage.Options):
             raise usage.UsageError(f"--port {self['port']} is not 0-65535")
         if self["max-inflight"] > 65535:
             raise usage.UsageError("--max-inflight must be at most 65535")
+        if self["max-qos"] not in (0, 1, 2):
+            raise usage.UsageError("--max-qos must be 0, 1 or 2")
+        if self["receive-maximum"] > 65535:
+            raise usage.UsageError("--receive-maximum must be at most 65535")
+        if self["topic-alias-maximum"] > 65535:
+            raise usage.UsageError("--topic-alias-maximum must be at most 65535")
+        if self["max-keepalive"] > 65535:
+            raise usage.UsageError("--max-keepalive must be at most 65535")
         if self["max-packet-size"] < 2:
             raise usage.UsageError("--max-packet-size must be at least 2")
 
@@ -169,6 +231,13 @@ class Options(usage.Options):
             max_connections=self["max-connections"],
             connect_timeout=self["connect-timeout"],
             tcp_nodelay=not self["no-tcp-nodelay"],
+            receive_maximum=self["receive-maximum"],
+            topic_alias_maximum=self["topic-alias-maximum"],
+            max_keep_alive=self["max-keepalive"],
+            max_qos=self["max-qos"],
+            response_information=self["response-information"],
+            server_reference=self["server-reference"],
+            server_moved=bool(self["server-moved"]),
         )
 
 

@@ -54,6 +54,26 @@ class OptionsTests(SynchronousTestCase):
         options = _parse("--port", "5", "--listen", "unix:/tmp/m")
         self.assertEqual(options.endpoint_descriptions(), ["tcp:5:backlog=1024", "unix:/tmp/m"])
 
+    def test_mqtt5_options(self) -> None:
+        """The MQTT 5 options reach the broker configuration."""
+        config = _parse(
+            "--receive-maximum", "50", "--topic-alias-maximum", "0", "--max-keepalive", "120",
+            "--max-qos", "1", "--response-information", "reply/%c/",
+            "--server-reference", "other:1883", "--server-moved",
+        ).broker_config()  # fmt: skip
+        self.assertEqual(
+            (
+                config.receive_maximum,
+                config.topic_alias_maximum,
+                config.max_keep_alive,
+                config.max_qos,
+                config.response_information,
+                config.server_reference,
+                config.server_moved,
+            ),
+            (50, 0, 120, 1, "reply/%c/", "other:1883", True),
+        )
+
     def test_bad_values(self) -> None:
         """Nonsense values are usage errors, not tracebacks."""
         for argv in (
@@ -61,6 +81,11 @@ class OptionsTests(SynchronousTestCase):
             ["--port", "x"],
             ["--max-packet-size", "0"],
             ["--connect-timeout", "-1"],
+            ["--connect-timeout", "inf"],
+            ["--max-qos", "3"],
+            ["--receive-maximum", "0"],
+            ["--receive-maximum", "65536"],
+            ["--max-inflight", "65536"],
         ):
             with self.subTest(argv=argv):
                 self.assertRaises(usage.UsageError, _parse, *argv)
@@ -159,5 +184,23 @@ class PluginTests(SynchronousTestCase):
     def test_installed_help_documents_options(self) -> None:
         """`twist mqtt --help` documents every option."""
         output = self._installed("mqtt", "--help")
-        for option in ("--port", "--listen", "--max-packet-size", "--connect-timeout"):
+        for option in (
+            "--port",
+            "--listen",
+            "--max-inflight",
+            "--max-queued-messages",
+            "--max-queued-bytes",
+            "--queue-qos0",
+            "--max-packet-size",
+            "--max-connections",
+            "--connect-timeout",
+            "--no-tcp-nodelay",
+            "--receive-maximum",
+            "--topic-alias-maximum",
+            "--max-keepalive",
+            "--max-qos",
+            "--response-information",
+            "--server-reference",
+            "--server-moved",
+        ):
             self.assertIn(option, output)
