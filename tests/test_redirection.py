@@ -18,7 +18,6 @@ class RedirectionTests(SynchronousTestCase):
 
     def test_use_another_server(self) -> None:
         """With a server reference, MQTT 5 clients get CONNACK 0x9C and the reference."""
-        from mqttbroker.broker import BrokerConfig
 
         for moved, code in (
             (False, ReasonCode.USE_ANOTHER_SERVER),
