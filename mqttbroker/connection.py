@@ -607,7 +607,7 @@ class ServerConnection:
         expiry = packet.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL)
         if expiry is not None:
             if expiry and not self._connect_expiry:
-                # [MQTT-3.14.2-2]: 0 at CONNECT cannot become non-zero at DISCONNECT.
+                # 5.0 section 3.14.2.2.2: 0 at CONNECT cannot become non-zero later.
                 self.protocol_violation(
                     RemoteProtocolError(
                         ReasonCode.PROTOCOL_ERROR,
