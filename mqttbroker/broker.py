@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mqttbroker.codec import MAX_PACKET_SIZE, PropertyId, Will, int_property
-from mqttbroker.interfaces import IBrokerObserver, IClientLink
+from mqttbroker.interfaces import IAuthenticationMethod, IBrokerObserver, IClientLink
 from mqttbroker.session import Message, Session, SessionLimits
 from mqttbroker.topics import (
     RetainedStore,
@@ -188,8 +188,11 @@ class Broker:
         config: BrokerConfig | None = None,
         observers: Iterable[IBrokerObserver] = (),
         clock: IReactorTime | None = None,
+        auth_methods: Iterable[IAuthenticationMethod] = (),
     ) -> None:
         self.config = config if config is not None else BrokerConfig()
+        #: MQTT 5 enhanced authentication methods, by name.
+        self.auth_methods: dict[str, IAuthenticationMethod] = {m.name: m for m in auth_methods}
         #: Time for expiries (sessions, messages, delayed wills): the reactor in
         #: production, a Clock in tests. None means the global reactor, looked up
         #: when first needed so that importing this module installs no reactor.

@@ -52,7 +52,7 @@ from mqttbroker.codec import (
     encode,
     int_property,
 )
-from mqttbroker.interfaces import IClientLink
+from mqttbroker.interfaces import AuthResult, IAuthenticationExchange, IClientLink
 from mqttbroker.session import Message, Session
 
 __all__ = ["ConnectionOutput", "ServerConnection", "State"]
@@ -69,6 +69,11 @@ _PUBLISH_REASONS: dict[int, str] = {
     ReasonCode.QUOTA_EXCEEDED: "every receiver's queue is full",
     ReasonCode.NO_MATCHING_SUBSCRIBERS: "",
 }
+
+
+def _auth_data(properties: Properties) -> bytes:
+    data = properties.get(PropertyId.AUTHENTICATION_DATA, b"")
+    return data if isinstance(data, bytes) else b""
 
 
 def _with_reason_string(packet: Packet, reason: str) -> Packet:
@@ -98,6 +103,7 @@ class State(Enum):
     """Where a connection is in its life."""
 
     AWAIT_CONNECT = "awaiting CONNECT"
+    AUTHENTICATING = "authenticating"
     CONNECTED = "connected"
     CLOSED = "closed"
 
@@ -150,6 +156,14 @@ class ServerConnection:
         self._aliases: dict[int, str] = {}
         self._connect_expiry = 0
         self._problem_information = True
+        #: Enhanced authentication: the method CONNECT chose, the exchange under way,
+        #: the CONNECT waiting for it, and whether a step is being checked.
+        self._auth_method: str | None = None
+        self._exchange: IAuthenticationExchange | None = None
+        self._pending_connect: tuple[Connect, str, bool] | None = None
+        self._auth_pending = False
+        #: Who the client proved to be (enhanced authentication), if anyone.
+        self.identity: str | None = None
 
     # -- input from the adapter ---------------------------------------------------
 
@@ -177,8 +191,8 @@ class ServerConnection:
         if self.state is State.CLOSED:
             return
         code = error.reason_code
-        if self.state is State.AWAIT_CONNECT:
-            level = error.protocol_level
+        if self.state is State.AWAIT_CONNECT or self.state is State.AUTHENTICATING:
+            level = error.protocol_level or self.protocol_level
             if level == 5:
                 if code not in ALLOWED_REASON_CODES[PacketType.CONNACK]:
                     code = ReasonCode.PROTOCOL_ERROR
@@ -262,7 +276,7 @@ class ServerConnection:
             self.broker.notify(
                 "client_disconnected", self.client_id, reason, self._clean_disconnect
             )
-        elif state is State.AWAIT_CONNECT:
+        elif state is not State.CLOSED:
             self.close_reason = reason
         if close and state is not State.CLOSED:
             self._output.close()
@@ -287,6 +301,30 @@ class ServerConnection:
             )
             self._end(f"refused: {refusal.reason}")
             return
+        method = packet.properties.get(PropertyId.AUTHENTICATION_METHOD) if level == 5 else None
+        if method is not None:
+            self._begin_authentication(packet, client_id, assigned, str(method))
+            return
+        self._accept(packet, client_id, assigned)
+
+    def _refuse_connect(self, code: ReasonCode, reason: str) -> None:
+        """Answer a CONNECT with a failure CONNACK and close."""
+        if self.protocol_level == 5:
+            self._send_v5(Connack(False, code), reason)
+        else:
+            self.write(encode(Connack(False, connack_return_code_for(code)), self.protocol_level))
+        _log.info("Refused CONNECT from {peer}: {reason}", peer=self.peer, reason=reason)
+        self._end(f"refused: {reason}")
+
+    def _accept(
+        self,
+        packet: Connect,
+        client_id: str,
+        assigned: bool,
+        auth_properties: Properties | None = None,
+    ) -> None:
+        """Open the session for an accepted CONNECT and send the success CONNACK."""
+        level = self.protocol_level
         config = self.broker.config
         expiry: int | None = None
         wants_response_information = False
@@ -316,7 +354,7 @@ class ServerConnection:
         self._will = packet.will
         self.state = State.CONNECTED
         keep_alive = packet.keep_alive
-        properties: Properties = {}
+        properties: Properties = dict(auth_properties or {})
         if level == 5:
             if assigned:
                 properties[PropertyId.ASSIGNED_CLIENT_IDENTIFIER] = client_id
@@ -346,6 +384,96 @@ class ServerConnection:
             "client_connected", client_id, self.peer, level, packet.clean_start, present
         )
         session.attach(self)
+
+    # -- enhanced authentication (5.0 section 4.12) ---------------------------------
+
+    def _begin_authentication(
+        self, packet: Connect, client_id: str, assigned: bool, method: str
+    ) -> None:
+        authenticator = self.broker.auth_methods.get(method)
+        if authenticator is None:
+            self._refuse_connect(
+                ReasonCode.BAD_AUTHENTICATION_METHOD,
+                f"authentication method {method!r} is not supported",
+            )
+            return
+        self._pending_connect = (packet, client_id, assigned)
+        self._auth_method = method
+        self._exchange = authenticator.begin(client_id)
+        self.state = State.AUTHENTICATING
+        self._authentication_step(_auth_data(packet.properties))
+
+    def _authentication_step(self, data: bytes) -> None:
+        exchange = self._exchange
+        assert exchange is not None
+        self._auth_pending = True
+        result = exchange.step(data)
+        if hasattr(result, "addCallback"):
+            result.addCallback(self._authentication_result)
+        else:
+            self._authentication_result(result)
+
+    def _authentication_result(self, result: AuthResult) -> None:
+        self._auth_pending = False
+        if self.state is State.CLOSED:
+            return
+        reauthenticating = self.state is State.CONNECTED
+        method = self._auth_method
+        assert method is not None
+        properties: Properties = {PropertyId.AUTHENTICATION_METHOD: method}
+        if result.data:
+            properties[PropertyId.AUTHENTICATION_DATA] = result.data
+        if not result.done:
+            self._send_v5(Auth(ReasonCode.CONTINUE_AUTHENTICATION, properties))
+            return
+        self._exchange = None
+        if not result.success:
+            _log.info(
+                "Authentication of {peer} failed: {reason}", peer=self.peer, reason=result.reason
+            )
+            if reauthenticating:
+                # [MQTT-4.12.1-2]: a failed re-authentication ends the connection.
+                self._send_v5(Disconnect(ReasonCode.NOT_AUTHORIZED), "re-authentication failed")
+                self._end("re-authentication failed")
+            else:
+                self._refuse_connect(ReasonCode.NOT_AUTHORIZED, "authentication failed")
+            return
+        self.identity = result.identity
+        if reauthenticating:
+            self._send_v5(Auth(ReasonCode.SUCCESS, properties))
+            return
+        pending = self._pending_connect
+        assert pending is not None
+        self._pending_connect = None
+        packet, client_id, assigned = pending
+        self._accept(packet, client_id, assigned, properties)
+
+    def _on_auth(self, packet: Auth) -> None:
+        method = packet.properties.get(PropertyId.AUTHENTICATION_METHOD)
+        if self._auth_method is None or method != self._auth_method:
+            # [MQTT-4.12.0-?]: AUTH only with the method the CONNECT chose.
+            self.protocol_violation(
+                RemoteProtocolError(
+                    ReasonCode.PROTOCOL_ERROR,
+                    "AUTH without, or with another, authentication method than CONNECT's",
+                )
+            )
+            return
+        code = packet.reason_code
+        if self._auth_pending:
+            error = "AUTH while the previous step is still being checked"
+        elif code == ReasonCode.CONTINUE_AUTHENTICATION and self._exchange is not None:
+            self._authentication_step(_auth_data(packet.properties))
+            return
+        elif code == ReasonCode.RE_AUTHENTICATE and self.state is State.CONNECTED:
+            authenticator = self.broker.auth_methods[self._auth_method]
+            assert self.client_id is not None
+            self._exchange = authenticator.begin(self.client_id)
+            self._authentication_step(_auth_data(packet.properties))
+            return
+        else:
+            error = f"unexpected AUTH with reason code 0x{code:02X}"
+        self.protocol_violation(RemoteProtocolError(ReasonCode.PROTOCOL_ERROR, error))
 
     def _client_id_for(self, packet: Connect) -> tuple[str, bool]:
         """The client id to use, and whether the broker assigned it."""
@@ -626,16 +754,10 @@ class ServerConnection:
         self._clean_disconnect = packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE
         self._end("client DISCONNECT")
 
-    def _on_auth(self, packet: Auth) -> None:
-        self.protocol_violation(
-            RemoteProtocolError(
-                ReasonCode.PROTOCOL_ERROR, "AUTH without an authentication method in CONNECT"
-            )
-        )
-
 
 _HANDLERS: dict[State, dict[type, Callable[[ServerConnection, Any], None]]] = {
     State.AWAIT_CONNECT: {Connect: ServerConnection._on_connect},
+    State.AUTHENTICATING: {Auth: ServerConnection._on_auth},
     State.CONNECTED: {
         Publish: ServerConnection._on_publish,
         Puback: ServerConnection._on_puback,

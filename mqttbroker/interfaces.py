@@ -7,9 +7,17 @@ C{zope.interface.verify.verifyObject} in the tests.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from zope.interface import Attribute, Interface
 
-__all__ = ["IBrokerObserver", "IClientLink"]
+__all__ = [
+    "AuthResult",
+    "IAuthenticationExchange",
+    "IAuthenticationMethod",
+    "IBrokerObserver",
+    "IClientLink",
+]
 
 
 class IBrokerObserver(Interface):
@@ -112,3 +120,59 @@ class IClientLink(Interface):
         MQTT 5 clients get a DISCONNECT with C{reason_code} first. The session is
         detached and the will handled as for any connection lost without DISCONNECT.
         """
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """
+    One step's outcome in an MQTT 5 enhanced authentication exchange.
+
+    @ivar done: False to continue (send C{data} in AUTH 0x18 and wait for the
+        client's next AUTH), True when the exchange is over.
+    @ivar success: with C{done}: whether the client is authenticated.
+    @ivar data: Authentication Data to send (the challenge, or the server's final
+        proof on success), or empty.
+    @ivar identity: on success, who the client proved to be (a user name).
+    @ivar reason: on failure, why (for the log and the Reason String).
+    """
+
+    done: bool
+    success: bool = False
+    data: bytes = b""
+    identity: str | None = None
+    reason: str = ""
+
+    @classmethod
+    def more(cls, data: bytes) -> AuthResult:
+        """Send C{data} and wait for the client's next step."""
+        return cls(False, False, data)
+
+    @classmethod
+    def succeeded(cls, data: bytes = b"", identity: str | None = None) -> AuthResult:
+        """Authenticated; C{data} goes to the client with the success."""
+        return cls(True, True, data, identity)
+
+    @classmethod
+    def failed(cls, reason: str) -> AuthResult:
+        """Not authenticated."""
+        return cls(True, False, b"", None, reason)
+
+
+class IAuthenticationExchange(Interface):
+    """One enhanced authentication conversation with one client (5.0 section 4.12)."""
+
+    def step(data: bytes) -> AuthResult:
+        """
+        Take the client's next Authentication Data (from CONNECT, then from each AUTH
+        0x18) and say what comes next. May return a Deferred that fires with the
+        L{AuthResult}; it must not fail (a failure is an L{AuthResult.failed}).
+        """
+
+
+class IAuthenticationMethod(Interface):
+    """An MQTT 5 enhanced authentication method, chosen by its name."""
+
+    name = Attribute("The Authentication Method string clients send, e.g. 'SCRAM-SHA-256'.")
+
+    def begin(client_id: str) -> IAuthenticationExchange:
+        """Start a new exchange (at CONNECT, or for re-authentication)."""

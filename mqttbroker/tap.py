@@ -13,6 +13,7 @@ from mqttbroker.broker import Broker, BrokerConfig
 from mqttbroker.codec import MAX_PACKET_SIZE
 from mqttbroker.observers import LoggingObserver
 from mqttbroker.protocol import MQTTServerFactory
+from mqttbroker.scram import ScramSha256, load_credentials
 from mqttbroker.service import BrokerService
 from mqttbroker.session import SessionLimits
 
@@ -173,6 +174,14 @@ class Options(usage.Options):
             "--server-moved), older ones return code 3 (server unavailable).",
         ],
         [
+            "scram-users",
+            None,
+            None,
+            "Offer MQTT 5 enhanced authentication with SCRAM-SHA-256, for the users in "
+            "this file (one 'NAME:SALT:ITERATIONS:STORED_KEY:SERVER_KEY' line each, as "
+            "'python -m mqttbroker.scram NAME' prints them).",
+        ],
+        [
             "connect-timeout",
             None,
             10.0,
@@ -197,6 +206,12 @@ class Options(usage.Options):
             raise usage.UsageError(f"--port {self['port']} is not 0-65535")
         if self["max-inflight"] > 65535:
             raise usage.UsageError("--max-inflight must be at most 65535")
+        if self["scram-users"]:
+            try:
+                with open(self["scram-users"], encoding="utf-8") as lines:
+                    load_credentials(lines)
+            except (OSError, ValueError) as error:
+                raise usage.UsageError(f"--scram-users {self['scram-users']}: {error}") from None
         if self["max-qos"] not in (0, 1, 2):
             raise usage.UsageError("--max-qos must be 0, 1 or 2")
         if self["receive-maximum"] > 65535:
@@ -245,7 +260,15 @@ def makeService(options: Options) -> IService:
     """The broker service: one broker, one listener per endpoint description."""
     from twisted.internet import reactor  # noqa: PLC0415 (twist has installed it)
 
-    broker = Broker(options.broker_config(), observers=[LoggingObserver()], clock=reactor)
+    methods = []
+    if options["scram-users"]:
+        methods.append(ScramSha256.from_file(options["scram-users"]))
+    broker = Broker(
+        options.broker_config(),
+        observers=[LoggingObserver()],
+        clock=reactor,
+        auth_methods=methods,
+    )
     factory = MQTTServerFactory(broker)
     service = MultiService()
     BrokerService(broker).setServiceParent(service)
