@@ -147,6 +147,30 @@ class PahoMQTT5Tests(IntegrationTestCase):
         message = subscriber.next_message()
         self.assertEqual(prop(message, "SubscriptionIdentifier"), [42])
 
+    def test_shared_subscription(self) -> None:
+        """
+        Two paho clients (one MQTT 5, one 3.1.1) share `$share/workers/jobs/#`: each
+        of ten jobs reaches exactly one of them, and both get some (5.0 section 4.8.2).
+        """
+        first = self.v5("worker-1")
+        second = PahoClient(self.broker.port, "worker-2", protocol=mqtt.MQTTv311)
+        self.addCleanup(second.close)
+        second.connect()
+        for worker in (first, second):
+            worker.subscribe("$share/workers/jobs/#", 1)
+            worker.subscribe("done", 1)
+        publisher = self.v5("boss")
+        for n in range(10):
+            publisher.publish_with(f"jobs/{n}", b"%d" % n, 1)
+        # A marker on an ordinary subscription arrives after each worker's share.
+        publisher.publish_with("done", b"end", 1)
+        shares = [
+            [m.payload for m in worker.messages_until("done", b"end") if m.topic != "done"]
+            for worker in (first, second)
+        ]
+        self.assertEqual(sorted(shares[0] + shares[1]), sorted(b"%d" % n for n in range(10)))
+        self.assertEqual([len(share) for share in shares], [5, 5])
+
     def test_message_expiry_online(self) -> None:
         """An online subscriber gets the Message Expiry Interval (at most the published
         60 s, less the time spent) [MQTT-3.3.2-6]."""
