@@ -511,16 +511,21 @@ class Broker:
         retain = message.retain
         if len(tables) == 1:
             for session, value in list(tables[0].items()):
-                if value & NO_LOCAL and session.client_id == publisher:
-                    continue
+                if value < 4:
+                    # The common case: a plain subscription (QoS only).
+                    ok = session.deliver(message, value if value < qos else qos, False)
+                else:
+                    if value & NO_LOCAL and session.client_id == publisher:
+                        continue
+                    granted = value & 3
+                    subscription_id = value >> SUBSCRIPTION_ID_SHIFT
+                    ok = session.deliver(
+                        message,
+                        granted if granted < qos else qos,
+                        retain and bool(value & RETAIN_AS_PUBLISHED),
+                        (subscription_id,) if subscription_id else (),
+                    )
                 matched += 1
-                granted = value & 3
-                ok = session.deliver(
-                    message,
-                    granted if granted < qos else qos,
-                    retain and bool(value & RETAIN_AS_PUBLISHED),
-                    (value >> SUBSCRIPTION_ID_SHIFT,) if value >> SUBSCRIPTION_ID_SHIFT else (),
-                )
                 if not ok:
                     refused += 1
             return matched, refused

@@ -298,6 +298,11 @@ class Session:
             # Behind a non-empty queue even QoS 0 waits its turn: messages of one
             # topic and QoS reach the client in the order they came ([MQTT-4.6.0-6]).
             if link is not None and link.writable and not self._queue:
+                if message.expires_at is None and not subscription_ids:
+                    encoded = message.encoded(link.protocol_level, 0, retain)
+                    if encoded.size <= link.max_packet_size:
+                        link.write(encoded.whole)
+                        return True
                 self._send_qos0(link, message, retain, subscription_ids)
                 return True
             if link is None and not self.limits.queue_qos0:
