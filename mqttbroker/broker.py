@@ -27,7 +27,6 @@ from mqttbroker.topics import (
     SubscriptionIndex,
     shared_subscription,
     topic_filter_error,
-    topic_matches,
 )
 
 __all__ = [
@@ -105,7 +104,7 @@ class SharedGroup:
         self._order.remove(session)
         return True
 
-    def pick(self, exclude: Session | None = None) -> Session | None:
+    def pick(self) -> Session | None:
         """
         The member for the next message: the next one in turn that is online with
         room; failing that the next online one (it queues); failing that the next
@@ -121,8 +120,6 @@ class SharedGroup:
         for step in range(count):
             index = (start + step) % count
             session = order[index]
-            if session is exclude:
-                continue
             if session.has_room:
                 self._cursor = index + 1
                 return session
@@ -365,18 +362,26 @@ class Broker:
 
     def _hand_over(self, session: Session, groups: list[SharedGroup]) -> None:
         """
-        A shared-subscription member's session ends: the QoS 1/2 messages it still
-        owed through a group go to another member instead of being lost (5.0
-        section 4.8.2 lets a server do so).
+        A shared-subscription member's session ends: the messages it received through
+        a group and could still pass on go to another member of that group instead
+        of being lost (5.0 section 4.8.2 lets a server do so).
         """
-        for message, qos in session.unfinished():
-            for group in groups:
-                if group.members and topic_matches(group.topic_filter, message.topic):
-                    member = group.pick()
-                    if member is not None:
-                        granted = group.members[member] & 3
-                        member.deliver(message, min(granted, qos), False)
-                    break
+        for message, qos, group in session.unfinished_shared():
+            if not isinstance(group, SharedGroup) or group not in groups or not group.members:
+                continue
+            member = group.pick()
+            if member is None:
+                continue
+            value = group.members[member]
+            granted = value & 3
+            subscription_id = value >> SUBSCRIPTION_ID_SHIFT
+            member.deliver(
+                message,
+                min(granted, qos),
+                False,
+                (subscription_id,) if subscription_id else (),
+                group,
+            )
 
     def shutdown(self) -> None:
         """
@@ -387,6 +392,13 @@ class Broker:
         for session in list(self.sessions.values()):
             if session.link is not None:
                 session.link.close_by_server(0x8B, "server shutting down")
+        for session in list(self.sessions.values()):
+            if session.pending_will is not None:
+                # Sessions live in memory: they end with the process, and a will
+                # waiting for its delay goes now rather than never (3.1.3.2.2).
+                will = session.pending_will
+                self._cancel_will(session)
+                self._publish_will_now(session.client_id, will)
 
     # -- subscriptions ------------------------------------------------------------------
 
@@ -574,6 +586,7 @@ class Broker:
                     granted if granted < qos else qos,
                     message.retain and bool(value & RETAIN_AS_PUBLISHED),
                     (subscription_id,) if subscription_id else (),
+                    group,
                 ):
                     refused += 1
         return matched, refused

@@ -285,6 +285,14 @@ class ServerConnection:
 
     def _on_connect(self, packet: Connect) -> None:
         level = self.protocol_level = packet.protocol_level
+        if level == 5:
+            # Known before any answer: nothing we send may exceed it ([MQTT-3.1.2-24]).
+            self.max_packet_size = int_property(
+                packet.properties, PropertyId.MAXIMUM_PACKET_SIZE, MAX_PACKET_SIZE
+            )
+            self._problem_information = bool(
+                int_property(packet.properties, PropertyId.REQUEST_PROBLEM_INFORMATION, 1)
+            )
         try:
             client_id, assigned = self._client_id_for(packet)
         except _RefusedError as refusal:
@@ -335,14 +343,8 @@ class ServerConnection:
             )
             persistent = bool(expiry)
             self.receive_maximum = int_property(props, PropertyId.RECEIVE_MAXIMUM, 65535)
-            self._problem_information = bool(
-                int_property(props, PropertyId.REQUEST_PROBLEM_INFORMATION, 1)
-            )
             wants_response_information = bool(
                 int_property(props, PropertyId.REQUEST_RESPONSE_INFORMATION, 0)
-            )
-            self.max_packet_size = int_property(
-                props, PropertyId.MAXIMUM_PACKET_SIZE, MAX_PACKET_SIZE
             )
         else:
             persistent = not packet.clean_start
@@ -447,6 +449,9 @@ class ServerConnection:
         self._pending_connect = None
         packet, client_id, assigned = pending
         self._accept(packet, client_id, assigned, properties)
+
+    def _on_disconnect_while_authenticating(self, packet: Disconnect) -> None:
+        self._end("client DISCONNECT during authentication")
 
     def _on_auth(self, packet: Auth) -> None:
         method = packet.properties.get(PropertyId.AUTHENTICATION_METHOD)
@@ -757,7 +762,11 @@ class ServerConnection:
 
 _HANDLERS: dict[State, dict[type, Callable[[ServerConnection, Any], None]]] = {
     State.AWAIT_CONNECT: {Connect: ServerConnection._on_connect},
-    State.AUTHENTICATING: {Auth: ServerConnection._on_auth},
+    State.AUTHENTICATING: {
+        Auth: ServerConnection._on_auth,
+        # A client may give up during the exchange ([MQTT-3.1.2-30] allows it).
+        Disconnect: ServerConnection._on_disconnect_while_authenticating,
+    },
     State.CONNECTED: {
         Publish: ServerConnection._on_publish,
         Puback: ServerConnection._on_puback,

@@ -81,7 +81,9 @@ class IBrokerObserver(Interface):
         @param qos: the QoS it would have been delivered at (after the downgrade to
             the subscription's grant).
         @param reason: why: "queue full (messages)", "queue full (bytes)",
-            "QoS 0 while offline".
+            "QoS 0 while offline", "expired" (MQTT 5 Message Expiry Interval ran out
+            before it could be sent), or "larger than the client's maximum packet
+            size".
         """
 
 

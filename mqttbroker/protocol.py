@@ -103,9 +103,9 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         connection = self.connection
         if connection is None:
             return
-        if connection.state is State.AWAIT_CONNECT:
+        if connection.state is not State.CONNECTED:
             _log.info(
-                "Closing {peer}: no CONNECT within {timeout} s",
+                "Closing {peer}: no CONNECT (or no authentication) within {timeout} s",
                 peer=connection.peer,
                 timeout=self.factory.broker.config.connect_timeout,
             )

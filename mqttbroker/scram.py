@@ -169,6 +169,8 @@ class _ScramExchange:
         return AuthResult.failed("SCRAM-SHA-256: the exchange is already over")
 
     def _client_first(self, text: str) -> AuthResult:
+        if not text:
+            raise ValueError("no client-first message in the Authentication Data")
         # gs2-header: "n,," (no channel binding) or "y,,"; "p=..." needs binding.
         flag, _, rest = text.partition(",")
         authzid, _, bare = rest.partition(",")

@@ -147,15 +147,22 @@ class SessionLimits:
 class _Outbound:
     """A QoS 1/2 message sent to the client and not yet fully acknowledged."""
 
-    __slots__ = ("message", "qos", "released", "retain", "subscription_ids")
+    __slots__ = ("message", "qos", "released", "retain", "shared", "subscription_ids")
 
     def __init__(
-        self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...]
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...],
+        shared: object = None,
     ) -> None:
         self.message = message
         self.qos = qos
         self.retain = retain
         self.subscription_ids = subscription_ids
+        #: The shared subscription group the message came through, if any.
+        self.shared = shared
         #: QoS 2 only: PUBREC received and PUBREL sent; awaiting PUBCOMP.
         self.released = False
 
@@ -170,7 +177,8 @@ TOO_LARGE = "larger than the client's maximum packet size"
 #: Drop reasons that are the configured policy, not a full queue.
 _POLICY_DROPS = frozenset((QOS0_OFFLINE, EXPIRED, TOO_LARGE))
 
-_QueueEntry = tuple[Message, int, bool, tuple[int, ...]]
+#: (message, qos, retain flag, subscription ids, the shared group it came through).
+_QueueEntry = tuple[Message, int, bool, tuple[int, ...], object]
 
 #: Called when a message is dropped: (session, message, qos, reason, first), where
 #: C{qos} is the QoS it would have been delivered at and C{first} is True for the
@@ -283,7 +291,12 @@ class Session:
     # -- delivery ---------------------------------------------------------------
 
     def deliver(
-        self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...] = ()
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...] = (),
+        shared: object = None,
     ) -> bool:
         """
         Send C{message} at C{qos} (already downgraded to the subscription's grant)
@@ -314,21 +327,35 @@ class Session:
             and not self._queue
             and len(self._inflight) < self._window
         ):
-            self._send_new(link, message, qos, retain, subscription_ids)
+            self._send_new(link, message, qos, retain, subscription_ids, shared)
             return True
-        return self._enqueue(message, qos, retain, subscription_ids)
+        return self._enqueue(message, qos, retain, subscription_ids, shared)
 
     def _enqueue(
-        self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...]
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...],
+        shared: object = None,
     ) -> bool:
         limits = self.limits
+        if self._queue and (
+            (limits.max_queued_messages and len(self._queue) >= limits.max_queued_messages)
+            or (
+                limits.max_queued_bytes
+                and self._queued_bytes + message.size > limits.max_queued_bytes
+            )
+        ):
+            # Expired messages must not hold the place of live ones.
+            self.drop_expired()
         if limits.max_queued_messages and len(self._queue) >= limits.max_queued_messages:
             self._dropped(message, qos, "queue full (messages)")
             return False
         if limits.max_queued_bytes and self._queued_bytes + message.size > limits.max_queued_bytes:
             self._dropped(message, qos, "queue full (bytes)")
             return False
-        self._queue.append((message, qos, retain, subscription_ids))
+        self._queue.append((message, qos, retain, subscription_ids, shared))
         self._queued_bytes += message.size
         return True
 
@@ -400,12 +427,13 @@ class Session:
         qos: int,
         retain: bool,
         subscription_ids: tuple[int, ...],
+        shared: object = None,
     ) -> None:
         encoded = self._encoding(link, message, qos, retain, subscription_ids)
         if encoded is None:
             return
         pid = self._allocate_pid()
-        self._inflight[pid] = _Outbound(message, qos, retain, subscription_ids)
+        self._inflight[pid] = _Outbound(message, qos, retain, subscription_ids, shared)
         link.write_sequence(encoded.chunks(pid))
 
     def drain(self) -> None:
@@ -417,12 +445,12 @@ class Session:
         inflight = self._inflight
         window = self._window
         while queue and link.writable:
-            message, qos, retain, subscription_ids = queue[0]
+            message, qos, retain, subscription_ids, shared = queue[0]
             if qos:
                 if len(inflight) >= window:
                     break
                 queue.popleft()
-                self._send_new(link, message, qos, retain, subscription_ids)
+                self._send_new(link, message, qos, retain, subscription_ids, shared)
             else:
                 queue.popleft()
                 self._send_qos0(link, message, retain, subscription_ids)
@@ -441,15 +469,23 @@ class Session:
             and len(self._inflight) < self._window
         )
 
-    def unfinished(self) -> list[tuple[Message, int]]:
+    def unfinished_shared(self) -> list[tuple[Message, int, object]]:
         """
-        The QoS 1/2 messages this session still owes its client and has not yet
-        seen acknowledged (in flight and not past PUBREC, then queued), in order.
+        The messages that came through shared subscriptions and that this session
+        could still hand to another member: QoS 1 ones in flight, and QoS 1/2 ones
+        queued, in order, with their group. A QoS 2 message already sent stays with
+        this session ([MQTT-4.8.2-5], [MQTT-4.8.2-6]).
         """
-        owed = [
-            (entry.message, entry.qos) for entry in self._inflight.values() if not entry.released
+        owed: list[tuple[Message, int, object]] = [
+            (entry.message, entry.qos, entry.shared)
+            for entry in self._inflight.values()
+            if entry.shared is not None and entry.qos == 1
         ]
-        owed.extend((message, qos) for message, qos, _, _ in self._queue if qos)
+        owed.extend(
+            (message, qos, shared)
+            for message, qos, _, _, shared in self._queue
+            if qos and shared is not None
+        )
         return owed
 
     def drop_expired(self) -> int:
@@ -533,9 +569,10 @@ class Session:
         """
         self.link = link
         self._window = min(self.limits.max_inflight, link.receive_maximum)
+        self.drop_expired()
         now = self._now()
         level = link.protocol_level
-        for pid, entry in self._inflight.items():
+        for pid, entry in list(self._inflight.items()):
             if entry.released:
                 link.write(_pack_ack(0x62, 2, pid))
                 continue
@@ -548,6 +585,11 @@ class Session:
             encoded = message.encoded(
                 level, entry.qos, entry.retain, entry.subscription_ids, remaining
             )
+            if encoded.size > link.max_packet_size:
+                # Too large for the new connection: discarded as if delivered.
+                del self._inflight[pid]
+                self._dropped(message, entry.qos, TOO_LARGE)
+                continue
             link.write_sequence(encoded.chunks(pid, dup=True))
         self.drain()
 

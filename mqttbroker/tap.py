@@ -212,6 +212,8 @@ class Options(usage.Options):
                     load_credentials(lines)
             except (OSError, ValueError) as error:
                 raise usage.UsageError(f"--scram-users {self['scram-users']}: {error}") from None
+        if self["server-moved"] and not self["server-reference"]:
+            raise usage.UsageError("--server-moved needs --server-reference")
         if self["max-qos"] not in (0, 1, 2):
             raise usage.UsageError("--max-qos must be 0, 1 or 2")
         if self["receive-maximum"] > 65535:

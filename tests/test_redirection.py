@@ -6,11 +6,13 @@ Tests for MQTT 5 server redirection (5.0 section 4.11) and Response Information
 
 from __future__ import annotations
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from mqttbroker import tap
 from mqttbroker.broker import BrokerConfig
-from mqttbroker.codec import Connack, Connect, PropertyId, ReasonCode
-from mqttbroker.testing import BrokerHarness
+from mqttbroker.codec import Connack, Connect, PropertyId, ReasonCode, Will
+from mqttbroker.testing import BrokerHarness, subscribe
 
 
 class RedirectionTests(SynchronousTestCase):
@@ -44,3 +46,42 @@ class RedirectionTests(SynchronousTestCase):
         self.assertEqual(connack.properties[PropertyId.RESPONSE_INFORMATION], "reply/dev1/")
         _, plain = harness.connect("dev2", level=5)
         self.assertNotIn(PropertyId.RESPONSE_INFORMATION, plain.properties)
+
+
+class SizeAndLifecycleTests(SynchronousTestCase):
+    """Limits the client set apply from its CONNECT on; state that ends with the process."""
+
+    def test_refusal_respects_client_maximum_packet_size(self) -> None:
+        """
+        A refusal CONNACK leaves out its Reason String when it would exceed the
+        client's Maximum Packet Size ([MQTT-3.1.2-24]).
+        """
+        harness = BrokerHarness(BrokerConfig(server_reference="elsewhere.example:1883"))
+        client = harness.client(5)
+        client.send(Connect("c", 5, properties={PropertyId.MAXIMUM_PACKET_SIZE: 40}))
+        data = client.transport.value()
+        self.assertLessEqual(len(data), 40)
+        [connack] = client.received()
+        assert isinstance(connack, Connack)
+        self.assertEqual(connack.reason_code, ReasonCode.USE_ANOTHER_SERVER)
+
+    def test_server_moved_needs_reference(self) -> None:
+        """--server-moved alone is a usage error."""
+        options = tap.Options()
+        self.assertRaises(usage.UsageError, options.parseOptions, ["--server-moved"])
+
+    def test_shutdown_publishes_delayed_wills(self) -> None:
+        """At shutdown a will still waiting for its delay is published, not lost."""
+        harness = BrokerHarness()
+        watcher, _ = harness.connect("watcher", clean_start=False)
+        subscribe(watcher, ("wills/#", 1))
+        device, _ = harness.connect(
+            "dev",
+            level=5,
+            clean_start=False,
+            will=Will("wills/dev", b"gone", 1, False, {PropertyId.WILL_DELAY_INTERVAL: 600}),
+            properties={PropertyId.SESSION_EXPIRY_INTERVAL: 3600},
+        )
+        device.drop()
+        harness.broker.shutdown()
+        self.assertEqual(harness.broker.sessions["watcher"].queued_count, 1)

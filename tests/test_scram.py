@@ -246,7 +246,25 @@ class MqttAuthExchangeTests(SynchronousTestCase):
         self.assertTrue(client.closed_by_server)
 
     def test_other_packets_while_authenticating(self) -> None:
-        """Before the exchange completes, only AUTH is allowed from the client."""
+        """Before the exchange completes, only AUTH (or DISCONNECT) may come from the client."""
+        client = self.harness.client(5)
+        client.send(
+            Connect(
+                "c",
+                5,
+                properties={
+                    P.AUTHENTICATION_METHOD: METHOD,
+                    P.AUTHENTICATION_DATA: ScramClient("alice", "x").first(),
+                },
+            )
+        )
+        client.received()
+        client.send(Publish("t", b"too early"))
+        self.assertEqual(client.received(), [Connack(False, ReasonCode.PROTOCOL_ERROR)])
+        self.assertTrue(client.closed_by_server)
+
+    def test_disconnect_while_authenticating(self) -> None:
+        """A client may give up with DISCONNECT mid-exchange: closed, no error answer."""
         client = self.harness.client(5)
         client.send(
             Connect(
@@ -260,6 +278,7 @@ class MqttAuthExchangeTests(SynchronousTestCase):
         )
         client.received()
         client.send(Disconnect())
+        self.assertEqual(client.received(), [])
         self.assertTrue(client.closed_by_server)
 
     def test_auth_with_other_method(self) -> None:

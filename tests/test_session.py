@@ -192,6 +192,33 @@ class SessionUnitTests(SynchronousTestCase):
         session.deliver(Message("t", b"2", 2, False), 1, False)
         self.assertEqual(qos_seen, [1])
 
+    def test_expired_messages_make_room(self) -> None:
+        """A full queue first drops messages whose expiry ran out [MQTT-3.3.2-5]."""
+        now = [0.0]
+        session = Session("c", True, SessionLimits(max_queued_messages=2), now=lambda: now[0])
+        session.deliver(Message("t", b"old", 1, False, expires_at=5.0), 1, False)
+        session.deliver(Message("t", b"keep", 1, False), 1, False)
+        now[0] = 10.0
+        self.assertTrue(session.deliver(Message("t", b"new", 1, False), 1, False))
+        link = RecordingLink()
+        session.attach(link)
+        self.assertEqual([p.payload for p in link.packets()], [b"keep", b"new"])  # type: ignore[union-attr]
+
+    def test_resend_too_large_for_new_connection(self) -> None:
+        """
+        An in-flight message larger than the new connection's Maximum Packet Size is
+        discarded as if delivered, not re-sent [MQTT-3.1.2-25].
+        """
+        session = self._session()
+        first = RecordingLink()
+        session.attach(first)
+        session.deliver(Message("t", b"x" * 100, 1, False), 1, False)
+        session.detach()
+        small = RecordingLink()
+        small.max_packet_size = 50
+        session.attach(small)
+        self.assertEqual((small.packets(), session.inflight_count), ([], 0))
+
     def test_link_provides_interface(self) -> None:
         """The recording link used here provides IClientLink."""
         verifyObject(IClientLink, RecordingLink())

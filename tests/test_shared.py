@@ -9,7 +9,15 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from mqttbroker.broker import BrokerConfig
-from mqttbroker.codec import Puback, Publish, ReasonCode, Unsubscribe
+from mqttbroker.codec import (
+    PropertyId,
+    Puback,
+    Publish,
+    ReasonCode,
+    Subscribe,
+    Subscription,
+    Unsubscribe,
+)
 from mqttbroker.session import SessionLimits
 from mqttbroker.testing import BrokerHarness, FakeClient, publish, publish_shape, subscribe
 
@@ -116,3 +124,55 @@ class SharedSubscriptionTests(SynchronousTestCase):
             publish(publisher, "t", b"2", 1, packet_id=2),
             [Puback(2, ReasonCode.QUOTA_EXCEEDED)],
         )
+
+
+class HandOverTests(SynchronousTestCase):
+    """What a departing member passes on, and what it keeps ([MQTT-4.8.2-5])."""
+
+    def setUp(self) -> None:
+        self.harness = BrokerHarness()
+        self.publisher, _ = self.harness.connect("pub")
+
+    def test_only_shared_messages_move(self) -> None:
+        """
+        A message the departing member got through an ordinary subscription is not
+        handed to the group: the other member gets the shared copy once, not twice.
+        """
+        a, _ = self.harness.connect("a")
+        subscribe(a, ("jobs/a", 1), ("$share/g/jobs/a", 1))
+        b, _ = self.harness.connect("b")
+        subscribe(b, ("$share/g/jobs/a", 1))
+        publish(self.publisher, "jobs/a", b"m", 1)
+        got_a, got_b = _payloads(a), _payloads(b)
+        a.drop()
+        self.assertEqual(len(got_a) + len(got_b), 2)
+        self.assertEqual(sorted(got_b + _payloads(b)), [b"m"])
+
+    def test_qos2_in_flight_stays(self) -> None:
+        """A QoS 2 message already sent to the departing member is not sent to another."""
+        a, _ = self.harness.connect("a")
+        subscribe(a, ("$share/g/t", 2))
+        b, _ = self.harness.connect("b")
+        subscribe(b, ("$share/g/t", 2))
+        publish(self.publisher, "t", b"q2", 2)
+        holder, other = (a, b) if _payloads(a) else (b, a)
+        holder.drop()
+        self.assertEqual(_payloads(other), [])
+
+    def test_handed_over_message_carries_receivers_identifier(self) -> None:
+        """The member that takes over a message gets it with its own Subscription Identifier."""
+        a, _ = self.harness.connect("a")
+        subscribe(a, ("$share/g/t", 1))
+        b, _ = self.harness.connect("b", level=5)
+        b.send(
+            Subscribe(
+                1, (Subscription("$share/g/t", 1),), {PropertyId.SUBSCRIPTION_IDENTIFIER: [9]}
+            )
+        )
+        b.received()
+        publish(self.publisher, "t", b"1", 1, packet_id=1)
+        publish(self.publisher, "t", b"2", 1, packet_id=2)
+        b.received()
+        a.drop()
+        [handed] = [p for p in b.received() if isinstance(p, Publish)]
+        self.assertEqual(handed.properties[PropertyId.SUBSCRIPTION_IDENTIFIER], [9])
