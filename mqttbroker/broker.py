@@ -383,6 +383,18 @@ class Broker:
                 group,
             )
 
+    def disconnect_client(self, client_id: str, reason: str = "administrative action") -> bool:
+        """
+        Close a client's connection on an operator's request: MQTT 5 clients are told
+        0x98 (Administrative action) first; the will is published as for any
+        connection the server ends. True if the client was connected.
+        """
+        session = self.sessions.get(client_id)
+        if session is None or session.link is None:
+            return False
+        session.link.close_by_server(0x98, reason)
+        return True
+
     def shutdown(self) -> None:
         """
         Close every client connection: MQTT 5 clients are told 0x8B (server shutting

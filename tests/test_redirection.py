@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mqttbroker import tap
 from mqttbroker.broker import BrokerConfig
-from mqttbroker.codec import Connack, Connect, PropertyId, ReasonCode, Will
+from mqttbroker.codec import Connack, Connect, Disconnect, PropertyId, ReasonCode, Will
 from mqttbroker.testing import BrokerHarness, subscribe
 
 
@@ -85,3 +85,17 @@ class SizeAndLifecycleTests(SynchronousTestCase):
         device.drop()
         harness.broker.shutdown()
         self.assertEqual(harness.broker.sessions["watcher"].queued_count, 1)
+
+
+class AdministrativeActionTests(SynchronousTestCase):
+    """An operator closing a client's connection."""
+
+    def test_disconnect_client(self) -> None:
+        """MQTT 5 clients get DISCONNECT 0x98 (Administrative action) and the close."""
+        harness = BrokerHarness()
+        client, _ = harness.connect("victim", level=5)
+        self.assertTrue(harness.broker.disconnect_client("victim", "maintenance"))
+        self.assertEqual(client.received(), [Disconnect(ReasonCode.ADMINISTRATIVE_ACTION)])
+        self.assertEqual(client.reason_strings, ["maintenance"])
+        self.assertTrue(client.closed_by_server)
+        self.assertFalse(harness.broker.disconnect_client("nobody"))
