@@ -13,10 +13,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from conformance.wire import WireClient
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,12 @@ class BrokerUnderTest:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "MQTT conformance suite")
     group.addoption(
+        "--report",
+        default=None,
+        metavar="PATH",
+        help="write the Markdown conformance report (catalogue joined with results) here",
+    )
+    group.addoption(
         "--broker",
         default=None,
         metavar="HOST:PORT",
@@ -38,9 +46,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--protocol",
-        default="4",
+        default=None,
         choices=["4", "5"],
-        help="MQTT protocol level to speak: 4 (3.1.1) or 5 (5.0); default 4",
+        help="test only MQTT 3.1.1 (4) or only MQTT 5.0 (5); default both",
     )
 
 
@@ -67,7 +75,7 @@ def _wait_until_listening(host: str, port: int, process: subprocess.Popen[bytes]
 @pytest.fixture(scope="session")
 def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
     """The broker under test, started by the suite unless --broker names one."""
-    protocol = int(request.config.getoption("--protocol"))
+    protocol = int(request.config.getoption("--protocol") or 4)
     given = request.config.getoption("--broker")
     if given:
         host, _, port = given.rpartition(":")
@@ -100,3 +108,87 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# -- clause markers, levels and the report ------------------------------------------
+
+_LEVELS = {"mqtt311": (4, "3.1.1"), "mqtt5": (5, "5.0")}
+_CLAUSES: dict[str, list[tuple[str, str]]] = {}
+_OUTCOMES: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "mqtt311(*ids): the MQTT 3.1.1 statement ids this test checks (level 4)"
+    )
+    config.addinivalue_line(
+        "markers", "mqtt5(*ids): the MQTT 5.0 statement ids this test checks (level 5)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test with a C{level} argument runs once per version it is marked for."""
+    if "level" not in metafunc.fixturenames:
+        return
+    only = metafunc.config.getoption("--protocol")
+    levels = [
+        level
+        for name, (level, _) in _LEVELS.items()
+        if metafunc.definition.get_closest_marker(name) is not None
+        and (only is None or int(only) == level)
+    ]
+    metafunc.parametrize("level", levels, ids=[f"v{level}" for level in levels])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        level = getattr(item, "callspec", None) and item.callspec.params.get("level")  # type: ignore[attr-defined]
+        clauses = []
+        for name, (marker_level, version) in _LEVELS.items():
+            if level and level != marker_level:
+                continue
+            for marker in item.iter_markers(name):
+                clauses.extend((version, clause) for clause in marker.args)
+        _CLAUSES[item.nodeid] = clauses
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _OUTCOMES[report.nodeid] = report.outcome
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--report")
+    if not path:
+        return
+    from conformance.catalogue import load, render_report
+
+    results: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for nodeid, clauses in _CLAUSES.items():
+        outcome = _OUTCOMES.get(nodeid)
+        if outcome is None:
+            continue
+        for key in clauses:
+            results.setdefault(key, []).append((nodeid, outcome))
+    broker = session.config.getoption("--broker") or "this project's broker (twist mqtt)"
+    report = render_report(load(), results, broker)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(report)
+
+
+@pytest.fixture
+def connect_client(
+    broker: BrokerUnderTest, request: pytest.FixtureRequest
+) -> Callable[..., WireClient]:
+    """A factory of L{WireClient}s to the broker under test, closed after the test."""
+    clients: list[WireClient] = []
+
+    def make(level: int) -> WireClient:
+        client = WireClient(broker.host, broker.port, level)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
