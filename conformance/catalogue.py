@@ -1,6 +1,6 @@
 """
-The catalogue of normative statements (C{conformance/statements.csv}) and the report
-that joins it with test results.
+The catalogue of normative statements (C{conformance/statements-3.1.1.csv} and
+C{conformance/statements-5.0.csv}) and the report that joins it with test results.
 
 Each row: C{version} (3.1.1 or 5.0), C{id} (like MQTT-3.1.0-1), C{section}, C{binds}
 (server, client or both), C{status} (testable, not-testable or client-only),
@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["STATEMENTS", "Statement", "load", "render_report"]
+__all__ = ["Statement", "load", "render_report"]
 
-STATEMENTS = Path(__file__).with_name("statements.csv")
+HERE = Path(__file__).parent
 VERSIONS = ("3.1.1", "5.0")
 _BINDS = {"server", "client", "both"}
 _STATUSES = {"testable", "not-testable", "client-only"}
@@ -41,14 +41,21 @@ class Statement:
         return self.binds in ("server", "both") and self.status != "client-only"
 
 
-def load(path: Path = STATEMENTS) -> list[Statement]:
+def load(directory: Path = HERE) -> list[Statement]:
     """
-    Read and check the catalogue.
+    Read and check the catalogue (every C{statements-*.csv} in C{directory}).
 
-    @raise ValueError: a row is malformed or duplicated, naming its line.
+    @raise ValueError: a row is malformed or duplicated, naming its file and line.
     """
     statements: list[Statement] = []
     seen: set[tuple[str, str]] = set()
+    for path in sorted(directory.glob("statements-*.csv")):
+        statements.extend(_load_file(path, seen))
+    return statements
+
+
+def _load_file(path: Path, seen: set[tuple[str, str]]) -> list[Statement]:
+    statements: list[Statement] = []
     with path.open(encoding="utf-8", newline="") as f:
         for line, row in enumerate(csv.DictReader(f), 2):
             statement = Statement(
