@@ -339,25 +339,26 @@ class Session:
         subscription_ids: tuple[int, ...],
         shared: object = None,
     ) -> bool:
-        limits = self.limits
-        if self._queue and (
-            (limits.max_queued_messages and len(self._queue) >= limits.max_queued_messages)
-            or (
-                limits.max_queued_bytes
-                and self._queued_bytes + message.size > limits.max_queued_bytes
-            )
-        ):
+        reason = self._full(message.size)
+        if reason is not None and self._queue:
             # Expired messages must not hold the place of live ones.
             self.drop_expired()
-        if limits.max_queued_messages and len(self._queue) >= limits.max_queued_messages:
-            self._dropped(message, qos, "queue full (messages)")
-            return False
-        if limits.max_queued_bytes and self._queued_bytes + message.size > limits.max_queued_bytes:
-            self._dropped(message, qos, "queue full (bytes)")
+            reason = self._full(message.size)
+        if reason is not None:
+            self._dropped(message, qos, reason)
             return False
         self._queue.append((message, qos, retain, subscription_ids, shared))
         self._queued_bytes += message.size
         return True
+
+    def _full(self, size: int) -> str | None:
+        """Why a message of C{size} bytes does not fit in the queue, or None."""
+        limits = self.limits
+        if limits.max_queued_messages and len(self._queue) >= limits.max_queued_messages:
+            return "queue full (messages)"
+        if limits.max_queued_bytes and self._queued_bytes + size > limits.max_queued_bytes:
+            return "queue full (bytes)"
+        return None
 
     def _dropped(self, message: Message, qos: int, reason: str) -> None:
         self.dropped += 1
