@@ -296,18 +296,10 @@ class ServerConnection:
         try:
             client_id, assigned = self._client_id_for(packet)
         except _RefusedError as refusal:
-            code = refusal.reason_code
-            if level == 5:
-                refusal_properties: Properties = {}
-                if refusal.server_reference:
-                    refusal_properties[PropertyId.SERVER_REFERENCE] = refusal.server_reference
-                self._send_v5(Connack(False, code, refusal_properties), refusal.reason)
-            else:
-                self.write(encode(Connack(False, connack_return_code_for(code)), level))
-            _log.info(
-                "Refused CONNECT from {peer}: {reason}", peer=self.peer, reason=refusal.reason
-            )
-            self._end(f"refused: {refusal.reason}")
+            properties: Properties = {}
+            if refusal.server_reference:
+                properties[PropertyId.SERVER_REFERENCE] = refusal.server_reference
+            self._refuse_connect(refusal.reason_code, refusal.reason, properties)
             return
         method = packet.properties.get(PropertyId.AUTHENTICATION_METHOD) if level == 5 else None
         if method is not None:
@@ -315,10 +307,12 @@ class ServerConnection:
             return
         self._accept(packet, client_id, assigned)
 
-    def _refuse_connect(self, code: ReasonCode, reason: str) -> None:
-        """Answer a CONNECT with a failure CONNACK and close."""
+    def _refuse_connect(
+        self, code: ReasonCode, reason: str, properties: Properties | None = None
+    ) -> None:
+        """Answer a CONNECT with a failure CONNACK (MQTT 5: with C{properties}), close."""
         if self.protocol_level == 5:
-            self._send_v5(Connack(False, code), reason)
+            self._send_v5(Connack(False, code, properties or {}), reason)
         else:
             self.write(encode(Connack(False, connack_return_code_for(code)), self.protocol_level))
         _log.info("Refused CONNECT from {peer}: {reason}", peer=self.peer, reason=reason)
