@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import pytest
 
+from conformance.rawpackets import packet, string, varint
 from conformance.wire import DEFAULT_TIMEOUT, WireClient
 from mqttbroker.codec import (
     Connack,
@@ -46,27 +47,6 @@ MALFORMED = 0x81
 PROTOCOL_ERROR = 0x82
 
 # -- raw packet builders --------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    """A Variable Byte Integer (remaining length, property length...)."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def string(data: bytes | str) -> bytes:
-    """A length-prefixed string (or binary data), given as its raw bytes."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return struct.pack("!H", len(raw)) + raw
-
-
-def packet(first: int, body: bytes) -> bytes:
-    """A whole control packet: first byte, remaining length, body."""
-    return bytes([first]) + varint(len(body)) + body
 
 
 def properties(*entries: bytes) -> bytes:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
+from conformance.rawpackets import varint
 from conformance.wire import WireClient
 from mqttbroker.codec import (
     Disconnect,
@@ -185,16 +186,7 @@ def raw_publish(
     if level == 5:
         body += b"\x00"  # no properties
     body += payload
-    return bytes([0x30 | flags]) + _varint(len(body)) + body
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    return bytes([0x30 | flags]) + varint(len(body)) + body
 
 
 def assert_closed_for_error(client: WireClient) -> None:

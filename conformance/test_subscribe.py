@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from conformance.rawpackets import packet as raw_packet
+from conformance.rawpackets import string as utf8
 from conformance.wire import ClosedError, WireClient
 from mqttbroker.codec import (
     Connack,
@@ -55,24 +57,6 @@ def client_id(*parts: object) -> str:
 def topic(name: str, level: int, *rest: str) -> str:
     """A topic under a prefix unique to the test C{name} and the protocol level."""
     return "/".join(("conformance", name, f"v{level}", *rest))
-
-
-def utf8(text: str) -> bytes:
-    """A UTF-8 Encoded String, written by hand (the codec refuses some we need)."""
-    raw = text.encode("utf-8")
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def raw_packet(first: int, body: bytes) -> bytes:
-    """A packet from its first byte and its body."""
-    length = len(body)
-    encoded = bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        encoded.append(byte | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes((first,)) + bytes(encoded) + body
 
 
 def raw_subscribe(
