@@ -8,6 +8,7 @@ any running broker instead, and C{--protocol 4|5} chooses the MQTT version spoke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -53,6 +54,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "expected to fail, strictly",
     )
     group.addoption(
+        "--restricted-broker",
+        default=None,
+        metavar="HOST:PORT",
+        help="a second broker, configured with Maximum QoS 1 and retained messages off, "
+        "for the statements that bind only such a broker (they are not run against a "
+        "--broker without it; by default the suite starts one of its own)",
+    )
+    group.addoption(
         "--protocol",
         default=None,
         choices=["4", "5"],
@@ -80,15 +89,14 @@ def _wait_until_listening(host: str, port: int, process: subprocess.Popen[bytes]
     raise RuntimeError(f"the broker did not listen on {host}:{port} within 30 s")
 
 
-@pytest.fixture(scope="session")
-def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
-    """The broker under test, started by the suite unless --broker names one."""
-    protocol = int(request.config.getoption("--protocol") or 4)
-    given = request.config.getoption("--broker")
-    if given:
-        host, _, port = given.rpartition(":")
-        yield BrokerUnderTest(host or "127.0.0.1", int(port), protocol)
-        return
+def _address(given: str, protocol: int) -> BrokerUnderTest:
+    host, _, port = given.rpartition(":")
+    return BrokerUnderTest(host or "127.0.0.1", int(port), protocol)
+
+
+@contextlib.contextmanager
+def _own_broker(protocol: int, *options: str) -> Iterator[BrokerUnderTest]:
+    """This project's broker, started with C{options} on a free loopback port."""
     port = _free_port()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen(
@@ -101,6 +109,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
             "mqtt",
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",
+            *options,
         ],
         cwd=root,
         stdout=subprocess.DEVNULL,
@@ -118,6 +127,32 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
             process.wait()
 
 
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
+    """The broker under test, started by the suite unless --broker names one."""
+    protocol = int(request.config.getoption("--protocol") or 4)
+    given = request.config.getoption("--broker")
+    if given:
+        yield _address(given, protocol)
+        return
+    with _own_broker(protocol) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def restricted_broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
+    """
+    A broker with Maximum QoS 1 and no retained messages: the one --restricted-broker
+    names, or (when the suite starts its own broker) a second one of ours.
+    """
+    given = request.config.getoption("--restricted-broker")
+    if given:
+        yield _address(given, 5)
+        return
+    with _own_broker(5, "--max-qos", "1", "--no-retain") as started:
+        yield started
+
+
 # -- clause markers, levels and the report ------------------------------------------
 
 _LEVELS = {"mqtt311": (4, "3.1.1"), "mqtt5": (5, "5.0")}
@@ -131,6 +166,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "mqtt5(*ids): the MQTT 5.0 statement ids this test checks (level 5)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "needs_restricted: needs the --restricted-broker (Maximum QoS 1, no retained "
+        "messages); deselected when --broker is given without it",
     )
 
 
@@ -157,7 +197,25 @@ def _known_deviations(config: pytest.Config) -> set[str]:
         return {line for line in lines if line}
 
 
+def _without_capability(config: pytest.Config, item: pytest.Item) -> bool:
+    """
+    The test needs something the broker under test was not described to have.
+
+    Such tests are deselected rather than skipped: the broker is not failing them, the
+    run just cannot ask (and CI turns skips into failures).
+    """
+    if not config.getoption("--broker"):
+        return False
+    return item.get_closest_marker("needs_restricted") is not None and not config.getoption(
+        "--restricted-broker"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unable = [item for item in items if _without_capability(config, item)]
+    if unable:
+        config.hook.pytest_deselected(items=unable)
+        items[:] = [item for item in items if item not in unable]
     deviations = _known_deviations(config)
     for item in items:
         name = item.nodeid.split("conformance/", 1)[-1]

@@ -144,6 +144,8 @@ class BrokerConfig:
     @ivar max_connections: connections served at once (0: no limit).
     @ivar connect_timeout: seconds a connection may take to send CONNECT.
     @ivar max_qos: the highest QoS granted to a subscription.
+    @ivar retain_available: keep retained messages; when off, MQTT 5 clients are
+        told Retain Available 0 and a retained PUBLISH or will is refused (0x9A).
     @ivar tcp_nodelay: disable Nagle's algorithm on TCP connections.
     @ivar receive_maximum: QoS 2 messages a client may have awaiting PUBREL (MQTT 5
         Receive Maximum, announced when below 65535).
@@ -163,6 +165,7 @@ class BrokerConfig:
     max_connections: int = 0
     connect_timeout: float = 10.0
     max_qos: int = 2
+    retain_available: bool = True
     tcp_nodelay: bool = True
     receive_maximum: int = 65535
     topic_alias_maximum: int = 10

@@ -108,6 +108,12 @@ class State(Enum):
     CLOSED = "closed"
 
 
+#: Refusals 3.1/3.1.1 have no return code for: the connection closes without a
+#: CONNACK (3.1.1 [MQTT-3.2.2-6]) rather than with a return code that says
+#: something else (a client told "server unavailable" would just retry).
+_NO_RETURN_CODE = frozenset({ReasonCode.RETAIN_NOT_SUPPORTED})
+
+
 class _RefusedError(Exception):
     """A CONNECT that is answered with a failure CONNACK (MQTT 5 reason code)."""
 
@@ -313,7 +319,7 @@ class ServerConnection:
         """Answer a CONNECT with a failure CONNACK (MQTT 5: with C{properties}), close."""
         if self.protocol_level == 5:
             self._send_v5(Connack(False, code, properties or {}), reason)
-        else:
+        elif code not in _NO_RETURN_CODE:
             self.write(encode(Connack(False, connack_return_code_for(code)), self.protocol_level))
         _log.info("Refused CONNECT from {peer}: {reason}", peer=self.peer, reason=reason)
         self._end(f"refused: {reason}")
@@ -360,6 +366,8 @@ class ServerConnection:
                 properties[PropertyId.RECEIVE_MAXIMUM] = config.receive_maximum
             if config.max_qos < 2:
                 properties[PropertyId.MAXIMUM_QOS] = config.max_qos
+            if not config.retain_available:
+                properties[PropertyId.RETAIN_AVAILABLE] = 0
             if config.topic_alias_maximum:
                 properties[PropertyId.TOPIC_ALIAS_MAXIMUM] = config.topic_alias_maximum
             if config.max_packet_size < MAX_PACKET_SIZE:
@@ -491,6 +499,13 @@ class ServerConnection:
                 f"will QoS {will.qos} is above the server's Maximum QoS {config.max_qos} "
                 "[MQTT-3.2.2-12]",
             )
+        if will is not None and will.retain and not config.retain_available:
+            # MQTT 5 says so with 0x9A ([MQTT-3.2.2-13]); 3.1.1 has no return code for
+            # it, so that connection is closed without a CONNACK (3.1.1 [MQTT-3.2.2-6]).
+            raise _RefusedError(
+                ReasonCode.RETAIN_NOT_SUPPORTED,
+                "a retained will, but this server keeps no retained messages",
+            )
         if packet.client_id:
             return packet.client_id, False
         if packet.protocol_level == 3:
@@ -517,6 +532,17 @@ class ServerConnection:
                 RemoteProtocolError(
                     ReasonCode.QOS_NOT_SUPPORTED,
                     f"QoS {qos} is above the server's Maximum QoS {self.broker.config.max_qos}",
+                )
+            )
+            return
+        if packet.retain and not self.broker.config.retain_available:
+            # MQTT 5 clients were told Retain Available 0 (3.3.1.3); older ones have
+            # no way to learn it, and a broker that silently kept nothing would lose
+            # what they rely on, so both are answered the same way.
+            self.protocol_violation(
+                RemoteProtocolError(
+                    ReasonCode.RETAIN_NOT_SUPPORTED,
+                    "a retained PUBLISH, but this server keeps no retained messages",
                 )
             )
             return

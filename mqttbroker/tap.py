@@ -68,6 +68,13 @@ class Options(usage.Options):
             "writes are already batched per reactor turn, and messages should not wait).",
         ],
         [
+            "no-retain",
+            None,
+            "Keep no retained messages: MQTT 5 clients are told Retain Available 0, "
+            "and a retained PUBLISH or will is refused (MQTT 5: reason code 0x9A; "
+            "older clients: the connection is closed).",
+        ],
+        [
             "queue-qos0",
             None,
             "Also queue QoS 0 messages for offline persistent sessions (by default "
@@ -252,6 +259,7 @@ class Options(usage.Options):
             topic_alias_maximum=self["topic-alias-maximum"],
             max_keep_alive=self["max-keepalive"],
             max_qos=self["max-qos"],
+            retain_available=not self["no-retain"],
             response_information=self["response-information"],
             server_reference=self["server-reference"],
             server_moved=bool(self["server-moved"]),

@@ -1260,6 +1260,48 @@ class ConnackTests(SynchronousTestCase):
         self.assertEqual([(type(p).__name__, getattr(p, "reason_code", None)) for p in packets],
                          [("Connack", R.QOS_NOT_SUPPORTED)])  # fmt: skip
 
+    def test_retain_unavailable(self) -> None:
+        """
+        BrokerConfig(retain_available=False): CONNACK Retain Available 0; a retained
+        PUBLISH gets DISCONNECT 0x9A and is not routed (5.0 §3.3.1.3); a retained will
+        is refused with CONNACK 0x9A [MQTT-3.2.2-13]. With retained messages on,
+        the property is left out (its default is 1).
+        """
+        harness = BrokerHarness(BrokerConfig(retain_available=False))
+        watcher, connack = connect5(harness, "w")
+        self.assertEqual(connack.properties.get(P.RETAIN_AVAILABLE), 0)
+        subscribe(watcher, ("t", 1))
+        client, _ = connect5(harness, "c")
+        client.send(Publish("t", b"x", 1, retain=True, packet_id=1))
+        self.assertEqual(
+            (answers(client), watcher.received()), ([Disconnect(R.RETAIN_NOT_SUPPORTED)], [])
+        )
+        self.assertEqual(dict(harness.broker.retained.items()), {})
+        client = harness.client(5)
+        client.send(Connect("c2", 5, True, 0, will=Will("w", b"x", 0, retain=True)))
+        self.assertEqual(answers(client), [Connack(False, R.RETAIN_NOT_SUPPORTED)])
+        self.assertTrue(client.transport.disconnecting)
+        _, connack = connect5(BrokerHarness(), "c")
+        self.assertNotIn(P.RETAIN_AVAILABLE, connack.properties)
+
+    def test_retain_unavailable_older_clients(self) -> None:
+        """
+        A 3.1.1 client cannot be told retained messages are off: its retained PUBLISH
+        closes the connection, and its retained will closes it without a CONNACK, as
+        no return code says why (3.1.1 [MQTT-3.2.2-6]).
+        """
+        harness = BrokerHarness(BrokerConfig(retain_available=False))
+        client = harness.client(4)
+        client.send(Connect("c", 4, True, 0))
+        client.received()
+        client.send(Publish("t", b"x", 0, retain=True))
+        self.assertEqual(client.received(), [])
+        self.assertTrue(client.transport.disconnecting)
+        client = harness.client(4)
+        client.send(Connect("c", 4, True, 0, will=Will("w", b"x", 0, retain=True)))
+        self.assertEqual(client.received(), [])
+        self.assertTrue(client.transport.disconnecting)
+
     def test_maximum_packet_size(self) -> None:
         """
         A configured maximum below the protocol's is announced as Maximum Packet Size

@@ -59,7 +59,7 @@ class OptionsTests(SynchronousTestCase):
         config = _parse(
             "--receive-maximum", "50", "--topic-alias-maximum", "0", "--max-keepalive", "120",
             "--max-qos", "1", "--response-information", "reply/%c/",
-            "--server-reference", "other:1883", "--server-moved",
+            "--server-reference", "other:1883", "--server-moved", "--no-retain",
         ).broker_config()  # fmt: skip
         self.assertEqual(
             (
@@ -70,8 +70,9 @@ class OptionsTests(SynchronousTestCase):
                 config.response_information,
                 config.server_reference,
                 config.server_moved,
+                config.retain_available,
             ),
-            (50, 0, 120, 1, "reply/%c/", "other:1883", True),
+            (50, 0, 120, 1, "reply/%c/", "other:1883", True, False),
         )
 
     def test_bad_values(self) -> None:
