@@ -12,7 +12,7 @@ data, in C{_HANDLERS}; a packet missing from the table is a protocol violation.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import Enum
 from typing import Any
@@ -45,12 +45,14 @@ from mqttbroker.codec import (
     RemoteProtocolError,
     Suback,
     Subscribe,
+    Subscription,
     Unsuback,
     Unsubscribe,
     Will,
     connack_return_code_for,
     encode,
     int_property,
+    reason_code_name,
 )
 from mqttbroker.interfaces import AuthResult, IAuthenticationExchange, IClientLink
 from mqttbroker.session import Message, Session
@@ -112,6 +114,16 @@ class State(Enum):
 #: CONNACK (3.1.1 [MQTT-3.2.2-6]) rather than with a return code that says
 #: something else (a client told "server unavailable" would just retry).
 _NO_RETURN_CODE = frozenset({ReasonCode.RETAIN_NOT_SUPPORTED})
+
+
+def _refusals(subscriptions: Sequence[Subscription], codes: Sequence[int]) -> str | None:
+    """A Reason String for a SUBACK: which filters were refused, and why."""
+    refused = [
+        f"{sub.topic_filter!r}: {reason_code_name(PacketType.SUBACK, code)}"
+        for sub, code in zip(subscriptions, codes, strict=True)
+        if code >= 0x80
+    ]
+    return "refused " + "; ".join(refused) if refused else None
 
 
 class _RefusedError(Exception):
@@ -251,7 +263,10 @@ class ServerConnection:
             if len(with_reason) <= self.max_packet_size:
                 self.write(with_reason)
                 return
-        self.write(encode(packet, 5))
+        bare = encode(packet, 5)
+        if len(bare) <= self.max_packet_size:
+            # A client that cannot take even this gets nothing ([MQTT-3.1.2-24]).
+            self.write(bare)
 
     # -- IClientLink -------------------------------------------------------------------
 
@@ -348,13 +363,6 @@ class ServerConnection:
             )
         else:
             persistent = not packet.clean_start
-        session, present = self.broker.open_session(
-            client_id, packet.clean_start, persistent, expiry
-        )
-        self.client_id = client_id
-        self.session = session
-        self._will = packet.will
-        self.state = State.CONNECTED
         keep_alive = packet.keep_alive
         properties: Properties = dict(auth_properties or {})
         if level == 5:
@@ -381,6 +389,20 @@ class ServerConnection:
                 # The server's cap replaces what the client asked ([MQTT-3.1.2-21]).
                 keep_alive = config.max_keep_alive
                 properties[PropertyId.SERVER_KEEP_ALIVE] = keep_alive
+        if level == 5 and not self._connack_fits(properties):
+            self._refuse_connect(
+                ReasonCode.PACKET_TOO_LARGE,
+                f"even the CONNACK is larger than the client's Maximum Packet Size "
+                f"of {self.max_packet_size} bytes [MQTT-3.1.2-24]",
+            )
+            return
+        session, present = self.broker.open_session(
+            client_id, packet.clean_start, persistent, expiry
+        )
+        self.client_id = client_id
+        self.session = session
+        self._will = packet.will
+        self.state = State.CONNECTED
         # MQTT 3.1 has no session present flag: its CONNACK byte is reserved.
         self.write(encode(Connack(present and level > 3, 0, properties), level))
         self._output.set_keep_alive(keep_alive * 1.5 if keep_alive else None)
@@ -388,6 +410,19 @@ class ServerConnection:
             "client_connected", client_id, self.peer, level, packet.clean_start, present
         )
         session.attach(self)
+
+    def _connack_fits(self, properties: Properties) -> bool:
+        """
+        Whether the success CONNACK fits the client's Maximum Packet Size
+        ([MQTT-3.1.2-24]), once the properties a client can do without (Topic Alias
+        Maximum: it then sends no aliases; Response Information) are left out if
+        need be. The others change what the client may send, so they must arrive.
+        """
+        if len(encode(Connack(False, 0, properties), 5)) <= self.max_packet_size:
+            return True
+        properties.pop(PropertyId.TOPIC_ALIAS_MAXIMUM, None)
+        properties.pop(PropertyId.RESPONSE_INFORMATION, None)
+        return len(encode(Connack(False, 0, properties), 5)) <= self.max_packet_size
 
     # -- enhanced authentication (5.0 section 4.12) ---------------------------------
 
@@ -691,7 +726,10 @@ class ServerConnection:
         if self.session.pubrec(packet.packet_id) or self.protocol_level != 5:
             self.write(_pack_ack(0x62, 2, packet.packet_id))
         else:
-            self.write(encode(Pubrel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), 5))
+            self._send_v5(
+                Pubrel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
+                f"no QoS 2 delivery with packet identifier {packet.packet_id} awaits PUBREC",
+            )
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         assert self.session is not None
@@ -700,7 +738,10 @@ class ServerConnection:
             awaiting.discard(packet.packet_id)
             self.write(_pack_ack(0x70, 2, packet.packet_id))
         else:
-            self.write(encode(Pubcomp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), 5))
+            self._send_v5(
+                Pubcomp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
+                f"no QoS 2 message with packet identifier {packet.packet_id} awaits PUBREL",
+            )
 
     def _on_pubcomp(self, packet: Pubcomp) -> None:
         assert self.session is not None
@@ -732,11 +773,14 @@ class ServerConnection:
             results.append(
                 broker.subscribe(session, sub.topic_filter, sub.qos, options, subscription_id)
             )
-        codes = tuple(
-            SUBSCRIPTION_FAILURE if granted >= 0x80 and level < 5 else granted
-            for granted, _ in results
-        )
-        self.write(encode(Suback(packet.packet_id, codes), level))
+        if level == 5:
+            codes = tuple(granted for granted, _ in results)
+            self._send_v5(Suback(packet.packet_id, codes), _refusals(packet.subscriptions, codes))
+        else:
+            codes = tuple(
+                SUBSCRIPTION_FAILURE if granted >= 0x80 else granted for granted, _ in results
+            )
+            self.write(encode(Suback(packet.packet_id, codes), level))
         for sub, (granted, new) in zip(packet.subscriptions, results, strict=True):
             # Retain Handling (5.0 3.8.3.1): 0 send retained messages, 1 only for a
             # new subscription, 2 never. MQTT 3.1.1 always sends them.
@@ -749,7 +793,11 @@ class ServerConnection:
         found = [self.broker.unsubscribe(session, f) for f in packet.topic_filters]
         if self.protocol_level == 5:
             codes = tuple(0x00 if ok else ReasonCode.NO_SUBSCRIPTION_EXISTED for ok in found)
-            self.write(encode(Unsuback(packet.packet_id, codes), 5))
+            missing = [f for f, ok in zip(packet.topic_filters, found, strict=True) if not ok]
+            self._send_v5(
+                Unsuback(packet.packet_id, codes),
+                f"no subscription existed to {', '.join(map(repr, missing))}" if missing else None,
+            )
         else:
             self.write(_pack_ack(0xB0, 2, packet.packet_id))
 

@@ -390,6 +390,7 @@ class SubscribeTests(SynchronousTestCase):
         self.assertEqual(
             client.received(), [Unsuback(3, (0x00, ReasonCode.NO_SUBSCRIPTION_EXISTED))]
         )
+        self.assertEqual(client.reason_strings, ["no subscription existed to 'b'"])
 
 
 # -- retained messages ------------------------------------------------------------------------
@@ -731,7 +732,23 @@ class Level5Tests(SynchronousTestCase):
                 Pubcomp(8, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
             ],
         )
+        self.assertEqual(
+            self.client.reason_strings,
+            [
+                "no QoS 2 delivery with packet identifier 9 awaits PUBREC",
+                "no QoS 2 message with packet identifier 8 awaits PUBREL",
+            ],
+        )
         self.assertFalse(self.client.closed_by_server)
+
+    def test_refused_subscriptions_explained(self) -> None:
+        """A SUBACK refusing a filter says which one and why, in its Reason String."""
+        self.client.send(Subscribe(4, (Subscription("ok"), Subscription("a/#/b", 1))))
+        self.assertEqual(self.client.received(), [Suback(4, (0x00, 0x8F))])
+        self.assertEqual(self.client.reason_strings, ["refused 'a/#/b': TOPIC_FILTER_INVALID"])
+        self.client.send(Subscribe(5, (Subscription("fine"),)))
+        self.client.received()
+        self.assertEqual(len(self.client.reason_strings), 1)
 
     def test_qos_flows(self) -> None:
         """

@@ -1224,6 +1224,19 @@ _MQTT4 = "0004 4d515454 04"
 _MQTT5 = "0004 4d515454 05"
 
 NEGATIVE_VECTORS: list[Bad] = [
+    # A Response Topic is a topic name: no wildcards [MQTT-3.3.2-14].
+    Bad(
+        "PUBLISH 5.0 Response Topic with a wildcard",
+        5,
+        h("30", "0a", "0001 74", "06", "08 0003 612f2b"),
+        PROTOCOL,
+    ),
+    Bad(
+        "CONNECT 5.0 will Response Topic with a wildcard",
+        None,
+        h("10", "18", _MQTT5, "06", "003c", "00", "0001 63", "04 08 0001 23", "0001 77", "0000"),
+        PROTOCOL,
+    ),
     # Reserved fixed-header flags (2.2.2 / 2.1.3).
     Bad("PUBREL with flags 0000", 4, h("60", "02", "0001"), MALFORMED),
     Bad("PUBREL 3.1.1 with DUP (flags 1010)", 4, h("6a", "02", "0001"), MALFORMED),

@@ -1260,6 +1260,28 @@ class ConnackTests(SynchronousTestCase):
         self.assertEqual([(type(p).__name__, getattr(p, "reason_code", None)) for p in packets],
                          [("Connack", R.QOS_NOT_SUPPORTED)])  # fmt: skip
 
+    def test_connack_within_client_maximum_packet_size(self) -> None:
+        """
+        A success CONNACK that would exceed the client's Maximum Packet Size loses the
+        properties a client can do without (Response Information, Topic Alias
+        Maximum); if it still does not fit, the CONNECT is refused with 0x95, and a
+        client that cannot take even that gets nothing [MQTT-3.1.2-24].
+        """
+        harness = BrokerHarness(BrokerConfig(response_information="reply/%c/"))
+        _, connack = connect5(harness, "c", request_response_information=1, maximum_packet_size=100)
+        self.assertEqual(connack.properties.get(P.RESPONSE_INFORMATION), "reply/c/")
+        _, connack = connect5(harness, "c", request_response_information=1, maximum_packet_size=12)
+        self.assertEqual(connack, Connack(False, 0, {}))
+        client = harness.client(5)
+        client.send(Connect("", 5, True, 0, properties={P.MAXIMUM_PACKET_SIZE: 12}))
+        self.assertEqual(answers(client), [Connack(False, R.PACKET_TOO_LARGE)])
+        self.assertNotIn("", harness.broker.sessions)
+        self.assertEqual(len(harness.broker.sessions), 1)
+        client = harness.client(5)
+        client.send(Connect("", 5, True, 0, properties={P.MAXIMUM_PACKET_SIZE: 4}))
+        self.assertEqual(client.transport.value(), b"")
+        self.assertTrue(client.transport.disconnecting)
+
     def test_retain_unavailable(self) -> None:
         """
         BrokerConfig(retain_available=False): CONNACK Retain Available 0; a retained

@@ -63,6 +63,7 @@ __all__ = ["Decoder", "decode_all"]
 _CONNECT = PacketType.CONNECT
 _PUBLISH_TYPE = 3
 _TOPIC_ALIAS = PropertyId.TOPIC_ALIAS
+_RESPONSE_TOPIC = PropertyId.RESPONSE_TOPIC
 _SUBACK_V3_CODES = frozenset((0x00, 0x01, 0x02, 0x80))
 
 # MQTT 3.1 (level 3) sent PUBREL, SUBSCRIBE and UNSUBSCRIBE "at QoS 1" and let a
@@ -212,6 +213,16 @@ def _check_authentication(properties: Properties, name: str) -> None:
         )
 
 
+def _check_response_topic(properties: Properties, what: str) -> None:
+    """A Response Topic names where to publish, so it holds no wildcard [MQTT-3.3.2-14]."""
+    response_topic = properties.get(_RESPONSE_TOPIC)
+    if response_topic is not None and ("+" in response_topic or "#" in response_topic):  # type: ignore[operator]
+        raise protocol_error(
+            f"{what}: Response Topic {response_topic!r} contains a wildcard character "
+            "[MQTT-3.3.2-14]"
+        )
+
+
 def _check_topic_name(topic: str, what: str) -> None:
     if "+" in topic or "#" in topic:
         raise RemoteProtocolError(
@@ -277,6 +288,8 @@ def _decode_connect_rest(data: bytes, pos: int, end: int, level: int) -> Connect
     if will_flag:
         if level == 5:
             will_props, pos = _decode_properties(data, pos, end, WILL_PROPERTIES, "CONNECT will")
+            if will_props:
+                _check_response_topic(will_props, "CONNECT will")
         else:
             will_props = {}
         will_topic, pos = read_string(data, pos, end, "CONNECT will topic")
@@ -366,6 +379,8 @@ def _decode_publish(data: bytes, first: int, pos: int, end: int, level: int) -> 
         pos += 2
     if level == 5:
         properties, pos = _decode_properties(data, pos, end, _PUBLISH_TYPE, "PUBLISH")
+        if properties:
+            _check_response_topic(properties, "PUBLISH")
         if not topic and _TOPIC_ALIAS not in properties:
             raise protocol_error("PUBLISH: empty topic name without a topic alias")
     else:
