@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,15 @@ class BrokerUnderTest:
     host: str
     port: int
     protocol: int
+
+
+#: The SCRAM-SHA-256 account the suite creates on the broker it starts itself.
+SCRAM_ACCOUNT = "conformance:secret"
+#: A filter the broker the suite starts refuses: a shared subscription whose share
+#: name holds a wildcard ([MQTT-4.8.2-2]).
+OWN_REFUSED_FILTER = "$share/g+/refused"
+#: The Response Information the broker the suite starts gives (%c: the client id).
+RESPONSE_INFORMATION = "reply/%c/"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,6 +70,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="a second broker, configured with Maximum QoS 1 and retained messages off, "
         "for the statements that bind only such a broker (they are not run against a "
         "--broker without it; by default the suite starts one of its own)",
+    )
+    group.addoption(
+        "--scram-user",
+        default=None,
+        metavar="NAME:PASSWORD",
+        help="a SCRAM-SHA-256 account on the broker under test, for the enhanced "
+        "authentication tests (they are not run against a --broker without it; when the "
+        f"suite starts its own broker it creates the account {SCRAM_ACCOUNT})",
+    )
+    group.addoption(
+        "--refused-filter",
+        default=None,
+        metavar="FILTER",
+        help="a topic filter the broker under test refuses to subscribe to, with a "
+        "SUBACK failure code, not by closing (e.g. one its ACL denies); the tests "
+        "that need one are not run against a --broker without it",
     )
     group.addoption(
         "--protocol",
@@ -127,6 +153,26 @@ def _own_broker(protocol: int, *options: str) -> Iterator[BrokerUnderTest]:
             process.wait()
 
 
+@contextlib.contextmanager
+def _scram_users_file(account: str) -> Iterator[str]:
+    """A temporary credentials file for C{--scram-users} holding C{account}."""
+    name, _, password = account.partition(":")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory(prefix="conformance-scram-") as directory:
+        path = os.path.join(directory, "scram-users")
+        line = subprocess.run(
+            [sys.executable, "-m", "mqttbroker.scram", name],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=root,
+        ).stdout
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(line)
+        yield path
+
+
 @pytest.fixture(scope="session")
 def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
     """The broker under test, started by the suite unless --broker names one."""
@@ -135,8 +181,14 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
     if given:
         yield _address(given, protocol)
         return
-    with _own_broker(protocol) as started:
-        yield started
+    # Configured so that the optional behaviours some statements bind can be seen:
+    # a SCRAM account for enhanced authentication, and Response Information to give.
+    options = ["--response-information", RESPONSE_INFORMATION]
+    account = request.config.getoption("--scram-user")
+    with contextlib.ExitStack() as stack:
+        if account:
+            options += ["--scram-users", stack.enter_context(_scram_users_file(account))]
+        yield stack.enter_context(_own_broker(protocol, *options))
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +203,23 @@ def restricted_broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTes
         return
     with _own_broker(5, "--max-qos", "1", "--no-retain") as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def refused_filter(request: pytest.FixtureRequest) -> str:
+    """A topic filter the broker under test refuses in its SUBACK."""
+    given: str | None = request.config.getoption("--refused-filter")
+    assert given, "a needs_refused_filter test ran without --refused-filter"
+    return given
+
+
+@pytest.fixture(scope="session")
+def scram_user(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """The SCRAM-SHA-256 account (name, password) on the broker under test."""
+    account = request.config.getoption("--scram-user")
+    assert account, "a needs_scram test ran without --scram-user"
+    name, _, password = account.partition(":")
+    return name, password
 
 
 # -- clause markers, levels and the report ------------------------------------------
@@ -172,6 +241,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "needs_restricted: needs the --restricted-broker (Maximum QoS 1, no retained "
         "messages); deselected when --broker is given without it",
     )
+    config.addinivalue_line(
+        "markers",
+        "needs_scram: needs a SCRAM-SHA-256 account on the broker (--scram-user); "
+        "deselected when --broker is given without it",
+    )
+    config.addinivalue_line(
+        "markers",
+        "needs_refused_filter: needs a topic filter the broker refuses in its SUBACK "
+        "(--refused-filter); deselected when --broker is given without it",
+    )
+    if not config.getoption("--broker") and not config.getoption("--refused-filter"):
+        # This project's broker refuses a malformed shared subscription with 0x8F.
+        config.option.refused_filter = OWN_REFUSED_FILTER
+    if not config.getoption("--broker") and not config.getoption("--scram-user"):
+        # The suite starts its own broker, and creates this account on it.
+        config.option.scram_user = SCRAM_ACCOUNT
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -197,6 +282,15 @@ def _known_deviations(config: pytest.Config) -> set[str]:
         return {line for line in lines if line}
 
 
+#: Markers of tests that need something of the broker, and the option that says the
+#: broker under test has it.
+_NEEDS = {
+    "needs_restricted": "--restricted-broker",
+    "needs_scram": "--scram-user",
+    "needs_refused_filter": "--refused-filter",
+}
+
+
 def _without_capability(config: pytest.Config, item: pytest.Item) -> bool:
     """
     The test needs something the broker under test was not described to have.
@@ -206,8 +300,9 @@ def _without_capability(config: pytest.Config, item: pytest.Item) -> bool:
     """
     if not config.getoption("--broker"):
         return False
-    return item.get_closest_marker("needs_restricted") is not None and not config.getoption(
-        "--restricted-broker"
+    return any(
+        item.get_closest_marker(marker) is not None and not config.getoption(option)
+        for marker, option in _NEEDS.items()
     )
 
 

@@ -74,18 +74,6 @@ def raw_unsubscribe(level: int, packet_id: int, filters: list[bytes], first: int
     return raw_packet(first, body + b"".join(filters))
 
 
-def assert_closed_for_error(wire: WireClient, first: Packet | None = None) -> None:
-    """
-    The broker closes the connection, having sent nothing but (in MQTT 5) a
-    DISCONNECT with an error reason code. C{first} is a packet already received.
-    """
-    packets = ([first] if first is not None else []) + wire.expect_closed()
-    for packet in packets:
-        assert isinstance(packet, Disconnect), f"expected only a DISCONNECT, got {packet!r}"
-        assert wire.level == 5, "an MQTT 3.1.1 server sends no DISCONNECT"
-        assert packet.reason_code >= 0x80, f"DISCONNECT reason 0x{packet.reason_code:02X}"
-
-
 def refused_or_closed(wire: WireClient) -> Suback | None:
     """
     After sending a SUBSCRIBE with a filter the server must refuse: the SUBACK, when
@@ -97,7 +85,7 @@ def refused_or_closed(wire: WireClient) -> Suback | None:
     except ClosedError:
         return None
     if isinstance(packet, Disconnect):
-        assert_closed_for_error(wire, packet)
+        wire.expect_closed_for_error(first=packet)
         return None
     assert isinstance(packet, Suback), f"expected SUBACK or a close, got {packet!r}"
     return packet
@@ -402,7 +390,7 @@ def test_subscribe_reserved_flags_close(connect_client: Client, level: int, flag
     wire.connect(client_id("subscribe-flags", level, flags))
     entry = (utf8(topic("subscribe-flags", level)), 0)
     wire.send_bytes(raw_subscribe(level, 1, [entry], first=0x80 | flags))
-    assert_closed_for_error(wire)
+    wire.expect_closed_for_error()
 
 
 @pytest.mark.mqtt311("MQTT-3.8.3-3")
@@ -412,7 +400,7 @@ def test_subscribe_without_filters_closes(connect_client: Client, level: int) ->
     wire = connect_client(level)
     wire.connect(client_id("subscribe-empty", level))
     wire.send_bytes(raw_subscribe(level, 1, []))
-    assert_closed_for_error(wire)
+    wire.expect_closed_for_error()
 
 
 @pytest.mark.parametrize("options", [0x41, 0x81, 0xC0])
@@ -426,7 +414,7 @@ def test_subscription_options_reserved_bits_close(
     wire.connect(client_id("options-reserved", level, options))
     entry = (utf8(topic("options-reserved", level)), options)
     wire.send_bytes(raw_subscribe(level, 1, [entry]))
-    assert_closed_for_error(wire)
+    wire.expect_closed_for_error()
 
 
 @pytest.mark.mqtt311("MQTT-3.8.3-1")
@@ -436,7 +424,7 @@ def test_subscribe_filter_not_utf8_closes(connect_client: Client, level: int) ->
     wire = connect_client(level)
     wire.connect(client_id("subscribe-utf8", level))
     wire.send_bytes(raw_subscribe(level, 1, [(b"\x00\x04a/\xff\xfe", 1)]))
-    assert_closed_for_error(wire)
+    wire.expect_closed_for_error()
 
 
 @pytest.mark.mqtt311("MQTT-3.8.3-4")
@@ -445,7 +433,7 @@ def test_subscribe_qos_3_closes(connect_client: Client, level: int) -> None:
     wire = connect_client(level)
     wire.connect(client_id("subscribe-qos3", level))
     wire.send_bytes(raw_subscribe(level, 1, [(utf8(topic("subscribe-qos3", level)), 3)]))
-    assert_closed_for_error(wire)
+    wire.expect_closed_for_error()
 
 
 # -- UNSUBSCRIBE and UNSUBACK ------------------------------------------------------
@@ -560,7 +548,7 @@ def test_unsubscribe_reserved_flags_close(connect_client: Client, level: int, fl
     wire.connect(client_id("unsubscribe-flags", level, flags))
     encoded = utf8(topic("unsubscribe-flags", level))
     wire.send_bytes(raw_unsubscribe(level, 1, [encoded], first=0xA0 | flags))
-    assert_closed_for_error(wire)
+    wire.expect_closed_for_error()
 
 
 @pytest.mark.mqtt311("MQTT-3.10.3-1")
@@ -570,7 +558,7 @@ def test_unsubscribe_filter_not_utf8_closes(connect_client: Client, level: int) 
     wire = connect_client(level)
     wire.connect(client_id("unsubscribe-utf8", level))
     wire.send_bytes(raw_unsubscribe(level, 1, [b"\x00\x04a/\xed\xa0"]))
-    assert_closed_for_error(wire)
+    wire.expect_closed_for_error()
 
 
 @pytest.mark.mqtt311("MQTT-3.10.3-2")
@@ -580,7 +568,7 @@ def test_unsubscribe_without_filters_closes(connect_client: Client, level: int) 
     wire = connect_client(level)
     wire.connect(client_id("unsubscribe-empty", level))
     wire.send_bytes(raw_unsubscribe(level, 1, []))
-    assert_closed_for_error(wire)
+    wire.expect_closed_for_error()
 
 
 # -- retained messages (3.3.1.3) ---------------------------------------------------
@@ -985,7 +973,7 @@ def test_will_published_when_server_closes(connect_client: Client, level: int) -
         connect_client, level, client_id(name, level, "bad"), will=Will(w, b"will", 1)
     )
     bad.wire.send_bytes(raw_subscribe(level, 1, []))  # no filter: a protocol violation
-    assert_closed_for_error(bad.wire)
+    bad.wire.expect_closed_for_error()
     publish = sub.receive_publish()
     assert (publish.topic, publish.payload) == (w, b"will")
 

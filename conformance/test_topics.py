@@ -16,7 +16,6 @@ from conformance.test_subscribe import (
     MARKER,
     Client,
     Peer,
-    assert_closed_for_error,
     clearing_retained,
     client_id,
     raw_packet,
@@ -278,7 +277,7 @@ def _assert_publish_refused(
         assert answer.packet_id == 3
         assert answer.reason_code >= FAILURE
     else:
-        assert_closed_for_error(wire, answer)
+        wire.expect_closed_for_error(first=answer)
     sub.publish(marker, MARKER, 1)
     assert sub.until_marker(marker) == []
 

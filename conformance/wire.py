@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Collection
 from typing import TypeVar
 
 from mqttbroker.codec import (
     Connack,
     Connect,
     Decoder,
+    Disconnect,
     Packet,
     Properties,
     RemoteProtocolError,
@@ -176,3 +178,26 @@ class WireClient:
             pass
         packets, self._pending = self._pending, []
         return packets
+
+    def expect_closed_for_error(
+        self, codes: Collection[int] | None = None, first: Packet | None = None
+    ) -> None:
+        """
+        After a malformed packet or a protocol violation the broker closes the
+        connection. An MQTT 5 broker may send one DISCONNECT first, with an error
+        reason code (one of C{codes} when given); an MQTT 3.1.1 broker sends nothing
+        (it has no DISCONNECT to send). C{first} is a packet already received.
+        """
+        packets = ([first] if first is not None else []) + self.expect_closed()
+        if self.level < 5:
+            assert packets == [], f"an MQTT 3.1.1 server sends nothing here, got {packets!r}"
+            return
+        assert len(packets) <= 1, f"expected at most a DISCONNECT, got {packets!r}"
+        for packet in packets:
+            assert isinstance(packet, Disconnect), f"expected only a DISCONNECT, got {packet!r}"
+            code = packet.reason_code
+            assert code >= 0x80, f"DISCONNECT reason code 0x{code:02X} is not an error"
+            if codes is not None:
+                assert code in codes, f"DISCONNECT reason code 0x{code:02X}, expected one of " + (
+                    ", ".join(f"0x{c:02X}" for c in codes)
+                )
