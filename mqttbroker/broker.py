@@ -199,6 +199,8 @@ class Broker:
         self._clock = clock
         self.observers: list[IBrokerObserver] = list(observers)
         self.sessions: dict[str, Session] = {}
+        #: Network connections being served, on every listener (for max_connections).
+        self.connection_count = 0
         self.subscriptions: SubscriptionIndex[Session, int] = SubscriptionIndex()
         #: Shared subscriptions: the real filter -> its groups (a group is the key).
         self.shared: SubscriptionIndex[SharedGroup, int] = SubscriptionIndex()

@@ -149,11 +149,25 @@ class ServerConnection:
     @ivar session: the attached session once connected.
     @ivar writable: False while the transport is over its high-water mark.
     @ivar close_reason: why the connection ended, for the log and the observers.
+    @ivar certificate_identity: the common name of the client's verified TLS
+        certificate, when it has one (set by the transport adapter).
+    @ivar identity_as_username: the listener makes C{certificate_identity} the user
+        name, and refuses clients without one.
+    @ivar username: the user name the client is known by once connected.
     """
 
-    def __init__(self, broker: Broker, output: ConnectionOutput, peer: str = "?") -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        output: ConnectionOutput,
+        peer: str = "?",
+        identity_as_username: bool = False,
+    ) -> None:
         self.broker = broker
         self.peer = peer
+        self.identity_as_username = identity_as_username
+        self.certificate_identity: str | None = None
+        self.username: str | None = None
         self.state = State.AWAIT_CONNECT
         self.protocol_level = 4
         self.client_id: str | None = None
@@ -314,6 +328,17 @@ class ServerConnection:
             self._problem_information = bool(
                 int_property(packet.properties, PropertyId.REQUEST_PROBLEM_INFORMATION, 1)
             )
+        if self.identity_as_username:
+            if self.certificate_identity is None:
+                self._refuse_connect(
+                    ReasonCode.NOT_AUTHORIZED,
+                    "this listener takes the user name from a client certificate, "
+                    "and the client presented none",
+                )
+                return
+            # Whatever the CONNECT says, the certificate names the user.
+            packet = replace(packet, username=self.certificate_identity)
+        self.username = packet.username
         try:
             client_id, assigned = self._client_id_for(packet)
         except _RefusedError as refusal:

@@ -22,6 +22,8 @@ from zope.interface import implementer
 from mqttbroker.broker import Broker
 from mqttbroker.codec import Decoder, RemoteProtocolError
 from mqttbroker.connection import ServerConnection, State
+from mqttbroker.listeners import Listener
+from mqttbroker.tls import certificate_identity
 
 __all__ = ["MQTTServerFactory", "MQTTServerProtocol"]
 
@@ -51,19 +53,23 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        peer = _describe(self.transport.getPeer()) if self.transport is not None else "?"
-        limit = factory.broker.config.max_connections
-        if limit and factory.connections >= limit:
-            factory.connection_refused(peer, limit)
+        address = self.transport.getPeer() if self.transport is not None else None
+        peer = _describe(address)
+        refusal = factory.refusal(getattr(address, "host", None))
+        if refusal is not None:
+            factory.connection_refused(peer, refusal)
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         factory.connections += 1
+        factory.broker.connection_count += 1
         self._counted = True
         # The hot path writes straight to the transport, one call level less.
         self.write = self.transport.write  # type: ignore[method-assign,union-attr]
         self.write_sequence = self.transport.writeSequence  # type: ignore[assignment,method-assign,union-attr]
         self._decoder = Decoder(factory.broker.config.max_packet_size)
-        self.connection = ServerConnection(factory.broker, self, peer)
+        self.connection = ServerConnection(
+            factory.broker, self, peer, factory.listener.identity_as_username
+        )
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         if factory.broker.config.tcp_nodelay and ITCPTransport.providedBy(self.transport):
             # Messages are latency-sensitive and already batched per reactor turn by
@@ -76,6 +82,9 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         connection = self.connection
         if decoder is None or connection is None:
             return
+        if connection.identity_as_username and connection.state is State.AWAIT_CONNECT:
+            # The TLS handshake is over once application data arrives.
+            connection.certificate_identity = certificate_identity(self.transport)
         if self.timeOut and connection.state is State.CONNECTED:
             # Any packet counts as keep-alive activity (3.1.1 [MQTT-3.1.2-24], 5.0
             # [MQTT-3.1.2-22]); before CONNECT the connect timeout runs unextended,
@@ -95,6 +104,7 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         if self._counted:
             self._counted = False
             self.factory.connections -= 1
+            self.factory.broker.connection_count -= 1
         connection = self.connection
         if connection is not None:
             connection.connection_lost(_reason_text(reason))
@@ -155,44 +165,64 @@ def _reason_text(reason: Failure) -> str:
 
 class MQTTServerFactory(Factory[MQTTServerProtocol]):
     """
-    Builds L{MQTTServerProtocol}s for one L{Broker}; any number of listeners (TCP,
-    TLS, UNIX, WebSocket) may share it.
+    Builds L{MQTTServerProtocol}s of one listener for a L{Broker} that several
+    listeners (TCP, TLS, UNIX, WebSocket) may share.
 
     @ivar broker: the broker every connection of this factory joins.
+    @ivar listener: the listener's settings (its limit and address rules).
     @ivar clock: the time source for timeouts (the reactor unless a test gives a
         L{twisted.internet.task.Clock}).
-    @ivar connections: connections being served now.
-    @ivar refused: connections refused by the connection limit since start.
+    @ivar connections: connections of this listener being served now.
+    @ivar refused: connections this listener refused since start (limits, rules).
     """
 
-    def __init__(self, broker: Broker | None = None, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker | None = None,
+        clock: IReactorTime | None = None,
+        listener: Listener | None = None,
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor  # noqa: PLC0415 (installed late)
 
             clock = reactor
         self.clock: IReactorTime = clock
         self.broker = broker if broker is not None else Broker(clock=clock)
+        self.listener = listener if listener is not None else Listener("")
         self.connections = 0
         self.refused = 0
         self._last_refusal_log: float | None = None
         self._refused_logged = 0
 
     #: At most one "refusing connections" line per this many seconds: a reconnect
-    #: storm against the limit must not flood the log.
+    #: storm against a limit must not flood the log.
     refusal_log_interval = 10.0
 
-    def connection_refused(self, peer: str, limit: int) -> None:
-        """Count a connection refused by the limit, and log it (rate limited)."""
+    def refusal(self, host: str | None) -> str | None:
+        """Why a new connection from C{host} may not be served, or None."""
+        listener = self.listener
+        if not listener.admits(host):
+            return "its address is not allowed on this listener"
+        if listener.max_connections and self.connections >= listener.max_connections:
+            return f"this listener serves {listener.max_connections} connections already"
+        limit = self.broker.config.max_connections
+        if limit and self.broker.connection_count >= limit:
+            return f"the broker serves {limit} connections already"
+        return None
+
+    def connection_refused(self, peer: str, why: str) -> None:
+        """Count a refused connection, and log it (rate limited)."""
         self.refused += 1
         now = self.clock.seconds()
         if self._last_refusal_log is None or now - self._last_refusal_log >= (
             self.refusal_log_interval
         ):
             _log.warn(
-                "Refusing connection from {peer}: {limit} connections already "
-                "({refused} refused since start, {since} since the last such line)",
+                "Refusing connection from {peer} on {listener}: {why} ({refused} "
+                "refused since start, {since} since the last such line)",
                 peer=peer,
-                limit=limit,
+                listener=self.listener.name,
+                why=why,
                 refused=self.refused,
                 since=self.refused - self._refused_logged,
             )

@@ -5,11 +5,20 @@ The broker's lifecycle as a Twisted service.
 
 from __future__ import annotations
 
+import signal
+import threading
+from typing import Protocol
+
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from mqttbroker.broker import Broker
 
-__all__ = ["BrokerService"]
+__all__ = ["BrokerService", "Reloadable", "ReloadService"]
+
+_log = Logger()
 
 
 class BrokerService(Service):
@@ -27,3 +36,64 @@ class BrokerService(Service):
     def stopService(self) -> None:
         super().stopService()
         self.broker.shutdown()
+
+
+class Reloadable(Protocol):
+    """Something that rereads its files: TLS certificates (and, later, passwords)."""
+
+    def reload(self) -> bool: ...
+
+    def reload_if_changed(self) -> bool: ...
+
+
+class ReloadService(Service):
+    """
+    Rereads files without a restart: everything on SIGHUP, and each one when it
+    changes on disk (checked every C{interval} seconds; 0 turns the check off), so
+    that a renewed certificate is picked up even where nobody sends a signal.
+    """
+
+    def __init__(
+        self, reloadables: list[Reloadable], clock: IReactorTime, interval: float = 10.0
+    ) -> None:
+        self.reloadables = reloadables
+        self.clock = clock
+        self.interval = interval
+        self._check: LoopingCall | None = None
+        self._previous_handler: object = None
+
+    def startService(self) -> None:
+        super().startService()
+        if not self.reloadables:
+            return
+        if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
+        if self.interval > 0:
+            self._check = LoopingCall(self.reload_changed)
+            self._check.clock = self.clock
+            self._check.start(self.interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._check is not None and self._check.running:
+            self._check.stop()
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGHUP, self._previous_handler)  # type: ignore[arg-type]
+            self._previous_handler = None
+
+    def _on_sighup(self, signum: int, frame: object) -> None:
+        # A signal handler runs between bytecodes; do the work in the reactor.
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        reactor.callFromThread(self.reload)  # type: ignore[attr-defined]
+
+    def reload(self) -> None:
+        """Reread every file now (what SIGHUP does)."""
+        _log.info("Reloading {count} TLS configuration(s)", count=len(self.reloadables))
+        for reloadable in self.reloadables:
+            reloadable.reload()
+
+    def reload_changed(self) -> None:
+        """Reread the files that changed on disk."""
+        for reloadable in self.reloadables:
+            reloadable.reload_if_changed()

@@ -5,17 +5,18 @@ C{twist mqtt}: command-line options and the service they build.
 
 from __future__ import annotations
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from mqttbroker.broker import Broker, BrokerConfig
 from mqttbroker.codec import MAX_PACKET_SIZE
+from mqttbroker.endpoints import listener_service
+from mqttbroker.listeners import Listener, ListenerError, TLSSettings, parse_listener
 from mqttbroker.observers import LoggingObserver
-from mqttbroker.protocol import MQTTServerFactory
 from mqttbroker.scram import ScramSha256, load_credentials
-from mqttbroker.service import BrokerService
+from mqttbroker.service import BrokerService, Reloadable, ReloadService
 from mqttbroker.session import SessionLimits
+from mqttbroker.tls import TLSConfigurationError, build_options
 
 __all__ = ["Options", "makeService"]
 
@@ -50,11 +51,24 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "Run the mqttbroker MQTT broker (MQTT 3.1, 3.1.1 and 5.0). With no --port and no "
-        "--listen it listens on TCP port 1883 on every interface. Limits of 0 mean no limit."
+        "Run the mqttbroker MQTT broker (MQTT 3.1, 3.1.1 and 5.0). With no listener "
+        "option (--port, --listen, --tls-port, --ws-port, --wss-port) it listens on TCP "
+        "port 1883 on every interface. Limits of 0 mean no limit."
     )
 
     optFlags = [
+        [
+            "require-client-cert",
+            None,
+            "With --ca: refuse, during the TLS handshake, clients without a certificate "
+            "signed by one of those CAs (mutual TLS) on --tls-port and --wss-port.",
+        ],
+        [
+            "use-identity-as-username",
+            None,
+            "With --ca: the common name (CN) of the client certificate is the MQTT user "
+            "name on --tls-port and --wss-port; a client without one is refused.",
+        ],
         [
             "server-moved",
             None,
@@ -88,8 +102,42 @@ class Options(usage.Options):
             "p",
             None,
             f"TCP port to listen on, on every interface (default {DEFAULT_PORT} when no "
-            "--listen is given).",
+            "other listener is given).",
             int,
+        ],
+        ["tls-port", None, None, "TCP port for MQTT over TLS (8883 by custom).", int],
+        ["ws-port", None, None, "TCP port for MQTT over WebSocket (8083 by custom).", int],
+        [
+            "wss-port",
+            None,
+            None,
+            "TCP port for MQTT over WebSocket over TLS (8084 by custom).",
+            int,
+        ],
+        ["ws-path", None, "/mqtt", "The HTTP path of the WebSocket listeners."],
+        [
+            "cert",
+            None,
+            None,
+            "PEM file of the server certificate for --tls-port and --wss-port, followed "
+            "by its intermediate CA certificates (and the private key, without --key).",
+        ],
+        ["key", None, None, "PEM file of the private key of --cert."],
+        [
+            "ca",
+            None,
+            None,
+            "PEM file of the CAs that client certificates must be signed by; with it, "
+            "TLS clients are asked for a certificate, and one that does not verify is "
+            "refused.",
+        ],
+        [
+            "tls-check-interval",
+            None,
+            10.0,
+            "Seconds between checks of the TLS files: changed files are reloaded for "
+            "new connections, as on SIGHUP (0: only on SIGHUP).",
+            float,
         ],
         [
             "max-inflight",
@@ -203,10 +251,16 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """
-        Listen on a Twisted server endpoint description, e.g.
-        tcp:1883:interface=127.0.0.1 or unix:/run/mqtt.sock (repeatable).
+        Listen as a listener description says (repeatable): a Twisted server endpoint
+        description such as tcp:1883:interface=127.0.0.1, unix:/run/mqtt.sock or
+        haproxy:tcp:1883, then options separated by spaces: protocol=mqtt|websocket,
+        path=/mqtt, max-connections=N, allow=CIDR,..., deny=CIDR,..., cert=FILE,
+        key=FILE, ca=FILE, require-client-cert=yes, identity-as-username=yes.
         """
-        self["listen"].append(description)
+        try:
+            self["listen"].append(parse_listener(description))
+        except ListenerError as error:
+            raise usage.UsageError(f"--listen {description!r}: {error}") from None
 
     def postOptions(self) -> None:
         if self["port"] is not None and not 0 <= self["port"] <= 65535:
@@ -231,16 +285,56 @@ class Options(usage.Options):
             raise usage.UsageError("--max-keepalive must be at most 65535")
         if self["max-packet-size"] < 2:
             raise usage.UsageError("--max-packet-size must be at least 2")
+        for name in ("tls-port", "ws-port", "wss-port"):
+            if self[name] is not None and not 0 <= self[name] <= 65535:
+                raise usage.UsageError(f"--{name} {self[name]} is not 0-65535")
+        secure = self["tls-port"] is not None or self["wss-port"] is not None
+        if secure and not self["cert"]:
+            raise usage.UsageError("--tls-port and --wss-port need --cert")
+        if self["cert"] and not secure:
+            raise usage.UsageError("--cert is for --tls-port or --wss-port, and none is given")
+        if (self["require-client-cert"] or self["use-identity-as-username"]) and not self["ca"]:
+            raise usage.UsageError("--require-client-cert and --use-identity-as-username need --ca")
+        if not self["ws-path"].startswith("/"):
+            raise usage.UsageError("--ws-path must start with /")
+        for listener in self.listeners():
+            if listener.tls is not None:
+                try:
+                    build_options(listener.tls)
+                except TLSConfigurationError as error:
+                    raise usage.UsageError(f"{listener.name}: {error}") from None
 
-    def endpoint_descriptions(self) -> list[str]:
-        """Every listener to start."""
-        descriptions = list(self["listen"])
-        if self["port"] is not None or not descriptions:
+    def listeners(self) -> list[Listener]:
+        """Every listener to start: --listen ones, then those the port options make."""
+        listeners: list[Listener] = list(self["listen"])
+        tls = None
+        if self["cert"]:
+            tls = TLSSettings(
+                self["cert"], self["key"], self["ca"], bool(self["require-client-cert"])
+            )
+        identity = bool(self["use-identity-as-username"])
+        # Twisted's default accept backlog (50) overflows under connection bursts
+        # (thousands of phones reconnecting after an outage).
+        tcp = "tcp:{}:backlog=" + str(DEFAULT_BACKLOG)
+        if self["tls-port"] is not None:
+            listeners.append(
+                Listener(tcp.format(self["tls-port"]), tls=tls, identity_as_username=identity)
+            )
+        for option, protocol_tls in (("ws-port", None), ("wss-port", tls)):
+            if self[option] is not None:
+                listeners.append(
+                    Listener(
+                        tcp.format(self[option]),
+                        protocol="websocket",
+                        path=self["ws-path"],
+                        tls=protocol_tls,
+                        identity_as_username=identity and protocol_tls is not None,
+                    )
+                )
+        if self["port"] is not None or not listeners:
             port = DEFAULT_PORT if self["port"] is None else self["port"]
-            # Twisted's default accept backlog (50) overflows under connection
-            # bursts (thousands of phones reconnecting after an outage).
-            descriptions.insert(0, f"tcp:{port}:backlog={DEFAULT_BACKLOG}")
-        return descriptions
+            listeners.insert(0, Listener(tcp.format(port)))
+        return listeners
 
     def broker_config(self) -> BrokerConfig:
         """The broker settings these options describe."""
@@ -279,9 +373,13 @@ def makeService(options: Options) -> IService:
         clock=reactor,
         auth_methods=methods,
     )
-    factory = MQTTServerFactory(broker)
     service = MultiService()
     BrokerService(broker).setServiceParent(service)
-    for description in options.endpoint_descriptions():
-        strports.service(description, factory).setServiceParent(service)
+    reloadables: list[Reloadable] = []
+    for listener in options.listeners():
+        listening, tls = listener_service(listener, broker, reactor)
+        listening.setServiceParent(service)
+        if tls is not None:
+            reloadables.append(tls)
+    ReloadService(reloadables, reactor, options["tls-check-interval"]).setServiceParent(service)
     return service

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from mqttbroker import tap
 from mqttbroker.codec import MAX_PACKET_SIZE, Disconnect, ReasonCode, Subscribe, Subscription, Will
-from mqttbroker.service import BrokerService
+from mqttbroker.service import BrokerService, ReloadService
 from mqttbroker.testing import BrokerHarness
 
 
@@ -35,24 +35,26 @@ class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         """With no options the broker listens on TCP 1883 with protocol-maximum packets."""
         options = _parse()
-        self.assertEqual(options.endpoint_descriptions(), ["tcp:1883:backlog=1024"])
+        self.assertEqual([x.endpoint for x in options.listeners()], ["tcp:1883:backlog=1024"])
         self.assertEqual(options["max-packet-size"], MAX_PACKET_SIZE)
         self.assertEqual(options["connect-timeout"], 10.0)
 
     def test_port(self) -> None:
         """--port N listens on TCP N."""
         self.assertEqual(
-            _parse("--port", "2883").endpoint_descriptions(), ["tcp:2883:backlog=1024"]
+            [x.endpoint for x in _parse("--port", "2883").listeners()], ["tcp:2883:backlog=1024"]
         )
 
     def test_listen_repeatable(self) -> None:
         """--listen repeats, and replaces the default port unless --port is given too."""
         options = _parse("--listen", "tcp:1:interface=127.0.0.1", "--listen", "unix:/tmp/m")
         self.assertEqual(
-            options.endpoint_descriptions(), ["tcp:1:interface=127.0.0.1", "unix:/tmp/m"]
+            [x.endpoint for x in options.listeners()], ["tcp:1:interface=127.0.0.1", "unix:/tmp/m"]
         )
         options = _parse("--port", "5", "--listen", "unix:/tmp/m")
-        self.assertEqual(options.endpoint_descriptions(), ["tcp:5:backlog=1024", "unix:/tmp/m"])
+        self.assertEqual(
+            [x.endpoint for x in options.listeners()], ["tcp:5:backlog=1024", "unix:/tmp/m"]
+        )
 
     def test_mqtt5_options(self) -> None:
         """The MQTT 5 options reach the broker configuration."""
@@ -92,17 +94,24 @@ class OptionsTests(SynchronousTestCase):
                 self.assertRaises(usage.UsageError, _parse, *argv)
 
     def test_make_service(self) -> None:
-        """makeService builds one listening service per endpoint description."""
+        """
+        makeService builds the broker service, one listening service per listener,
+        each with its own factory (its own limits) around the one broker, and the
+        reload service.
+        """
         service = tap.makeService(
-            _parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0")
+            _parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0 max-connections=5")
         )
         children = list(service)  # type: ignore[call-overload]
-        self.assertEqual(len(children), 3)
+        self.assertEqual(len(children), 4)
         self.assertIsInstance(children[0], BrokerService)
-        factory = children[1].factory
-        self.assertIs(factory, children[2].factory)
-        self.assertIs(factory.broker, children[0].broker)
-        self.assertEqual(factory.broker.config.max_packet_size, MAX_PACKET_SIZE)
+        self.assertIsInstance(children[3], ReloadService)
+        first, second = children[1].factory, children[2].factory
+        self.assertIsNot(first, second)
+        self.assertIs(first.broker, children[0].broker)
+        self.assertIs(second.broker, children[0].broker)
+        self.assertEqual(second.listener.max_connections, 5)
+        self.assertEqual(first.broker.config.max_packet_size, MAX_PACKET_SIZE)
 
 
 class ListeningTests(TestCase):
@@ -112,7 +121,7 @@ class ListeningTests(TestCase):
         """The built service really listens when started, and stops cleanly."""
         service = tap.makeService(_parse("--listen", "tcp:0:interface=127.0.0.1"))
         service.startService()
-        [_, child] = list(service)  # type: ignore[call-overload]
+        [_, child, _] = list(service)  # type: ignore[call-overload]
         # Read the port without consuming the Deferred's result: stopService needs it.
         ports: list[object] = []
         child._waitingForPort.addCallback(lambda port: ports.append(port) or port)
