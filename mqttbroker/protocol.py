@@ -20,7 +20,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mqttbroker.broker import Broker
-from mqttbroker.codec import Decoder, RemoteProtocolError
+from mqttbroker.codec import (
+    Connack,
+    Connect,
+    ConnectReturnCode,
+    Decoder,
+    ReasonCode,
+    RemoteProtocolError,
+    encode,
+)
 from mqttbroker.connection import ServerConnection, State
 from mqttbroker.listeners import Listener
 from mqttbroker.tls import certificate_identity
@@ -29,12 +37,18 @@ __all__ = ["MQTTServerFactory", "MQTTServerProtocol"]
 
 _log = Logger()
 
+#: The largest packet read from a connection that is only told the broker is full:
+#: a CONNECT with a modest will fits, and the wait costs little memory.
+_BUSY_PACKET_SIZE = 65536
+_SERVER_UNAVAILABLE = ConnectReturnCode.SERVER_UNAVAILABLE
+
 
 def _describe(address: IAddress | None) -> str:
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is not None and port is not None:
-        return f"{host}:{port}"
+        # Brackets keep an IPv6 address apart from its port, as in URLs.
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return str(address)
 
 
@@ -48,18 +62,44 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         self._decoder: Decoder | None = None
         self.connection: ServerConnection | None = None
         self._counted = False
+        #: The listener speaks the PROXY protocol and its header has not come yet.
+        self._awaiting_proxy_header = False
+        #: Refused by a connection limit, waiting for the CONNECT to answer "busy".
+        self._busy = False
 
     # -- Protocol -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         factory = self.factory
+        if factory.proxied:
+            # Behind the PROXY protocol the client's address arrives in a header,
+            # after this; the first bytes passed on here come after that header, so
+            # the address rules, limits and peer name wait for them. Until then the
+            # connect timeout bounds how long the connection may stay silent.
+            self._awaiting_proxy_header = True
+            self.setTimeout(factory.broker.config.connect_timeout)
+            return
+        self._admit()
+
+    def _admit(self) -> bool:
+        """
+        Serve the connection, or refuse it (address rules, connection limits): the
+        peer's address is known now. Returns whether it is served.
+        """
+        factory = self.factory
         address = self.transport.getPeer() if self.transport is not None else None
         peer = _describe(address)
-        refusal = factory.refusal(getattr(address, "host", None))
+        host = getattr(address, "host", None)
+        refusal = factory.refusal(host)
         if refusal is not None:
             factory.connection_refused(peer, refusal)
+            if factory.listener.admits(host) and factory.answering_busy < factory.busy_answers:
+                # Full, not forbidden: say so, so that the client backs off.
+                self._answer_busy()
+                return False
+            self.setTimeout(None)
             self.transport.loseConnection()  # type: ignore[union-attr]
-            return
+            return False
         factory.connections += 1
         factory.broker.connection_count += 1
         self._counted = True
@@ -75,13 +115,57 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
             # Messages are latency-sensitive and already batched per reactor turn by
             # the transport; Nagle's algorithm would only hold them back.
             self.transport.setTcpNoDelay(True)
-        self.setTimeout(factory.broker.config.connect_timeout)
+        if not self._awaiting_proxy_header:
+            self.setTimeout(factory.broker.config.connect_timeout)
+        return True
+
+    def _answer_busy(self) -> None:
+        """
+        A connection refused by a connection limit: read its CONNECT (no more than
+        a small packet, within the connect timeout) and answer CONNACK "server
+        unavailable" (3.1.1 return code 3, MQTT 5 0x97 Quota exceeded), then close.
+        """
+        self._busy = True
+        self.factory.answering_busy += 1
+        self._decoder = Decoder(min(self.factory.broker.config.max_packet_size, _BUSY_PACKET_SIZE))
+        self.setTimeout(self.factory.broker.config.connect_timeout)
+
+    def _busy_data(self, data: bytes) -> None:
+        decoder = self._decoder
+        if decoder is None:
+            return
+        try:
+            for packet in decoder.feed(data):
+                if isinstance(packet, Connect):
+                    level = packet.protocol_level
+                    code = ReasonCode.QUOTA_EXCEEDED if level == 5 else _SERVER_UNAVAILABLE
+                    self.transport.write(encode(Connack(False, code), level))  # type: ignore[union-attr]
+                break
+            else:
+                return  # the CONNECT is still arriving
+        except RemoteProtocolError:
+            pass
+        self.close()
 
     def dataReceived(self, data: bytes) -> None:
         decoder = self._decoder
         connection = self.connection
         if decoder is None or connection is None:
-            return
+            if self._busy:
+                self._busy_data(data)
+                return
+            if not self._awaiting_proxy_header:
+                return
+            # The first bytes after the PROXY header: the real peer is known.
+            if not self._admit():
+                self._awaiting_proxy_header = False
+                if self._busy:
+                    self._busy_data(data)
+                return
+            self._awaiting_proxy_header = False
+            decoder = self._decoder
+            connection = self.connection
+            assert decoder is not None and connection is not None
         if connection.identity_as_username and connection.state is State.AWAIT_CONNECT:
             # The TLS handshake is over once application data arrives.
             connection.certificate_identity = certificate_identity(self.transport)
@@ -101,6 +185,9 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
         self._decoder = None
+        if self._busy:
+            self._busy = False
+            self.factory.answering_busy -= 1
         if self._counted:
             self._counted = False
             self.factory.connections -= 1
@@ -111,7 +198,18 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         connection = self.connection
+        if self._busy:
+            self.close()
+            return
         if connection is None:
+            if self._awaiting_proxy_header:
+                _log.info(
+                    "Closing {peer}: no data after the PROXY header within {timeout} s",
+                    peer=_describe(self.transport.getPeer() if self.transport else None),
+                    timeout=self.factory.broker.config.connect_timeout,
+                )
+                self._awaiting_proxy_header = False
+                self.close()
             return
         if connection.state is not State.CONNECTED:
             _log.info(
@@ -174,6 +272,9 @@ class MQTTServerFactory(Factory[MQTTServerProtocol]):
         L{twisted.internet.task.Clock}).
     @ivar connections: connections of this listener being served now.
     @ivar refused: connections this listener refused since start (limits, rules).
+    @ivar answering_busy: connections refused by a limit that wait to be told so.
+    @ivar proxied: the listener's endpoint reads a PROXY protocol header before the
+        MQTT bytes (C{haproxy:}): connections are admitted once it has come.
     """
 
     def __init__(
@@ -191,12 +292,22 @@ class MQTTServerFactory(Factory[MQTTServerProtocol]):
         self.listener = listener if listener is not None else Listener("")
         self.connections = 0
         self.refused = 0
+        self.answering_busy = 0
+        # A WebSocket listener builds its MQTT protocol after the HTTP upgrade, when
+        # the PROXY header has long been read.
+        self.proxied = (
+            self.listener.protocol == "mqtt"
+            and self.listener.endpoint.lower().startswith("haproxy:")
+        )
         self._last_refusal_log: float | None = None
         self._refused_logged = 0
 
     #: At most one "refusing connections" line per this many seconds: a reconnect
     #: storm against a limit must not flood the log.
     refusal_log_interval = 10.0
+    #: Connections refused by a limit that may wait at once to be answered "busy";
+    #: beyond that (a reconnect storm) they are closed at once, without an answer.
+    busy_answers = 100
 
     def refusal(self, host: str | None) -> str | None:
         """Why a new connection from C{host} may not be served, or None."""
