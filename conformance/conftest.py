@@ -32,6 +32,26 @@ class BrokerUnderTest:
     protocol: int
 
 
+@dataclass(frozen=True)
+class WebSocketBrokerUnderTest:
+    """Where the WebSocket listener of the broker under test is: host, port, HTTP path."""
+
+    host: str
+    port: int
+    path: str
+
+
+def _ws_address(given: str) -> WebSocketBrokerUnderTest:
+    """C{HOST:PORT[/PATH]} (the path defaults to /mqtt)."""
+    address, slash, path = given.partition("/")
+    host, _, port = address.rpartition(":")
+    return WebSocketBrokerUnderTest(host or "127.0.0.1", int(port), slash + path or "/mqtt")
+
+
+#: The WebSocket listener (HOST:PORT/PATH) to give the broker the suite starts itself.
+_OWN_WEBSOCKET = pytest.StashKey[str]()
+
+
 #: The SCRAM-SHA-256 account the suite creates on the broker it starts itself.
 SCRAM_ACCOUNT = "conformance:secret"
 #: A filter the broker the suite starts refuses: a shared subscription whose share
@@ -92,6 +112,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         choices=["4", "5"],
         help="test only MQTT 3.1.1 (4) or only MQTT 5.0 (5); default both",
+    )
+    group.addoption(
+        "--ws-broker",
+        default=None,
+        metavar="HOST:PORT[/PATH]",
+        help="the WebSocket listener of the broker under test (path /mqtt unless given), "
+        "for the tests of MQTT over WebSocket (they are not run against a --broker "
+        "without it; when the suite starts its own broker it gives it one)",
     )
 
 
@@ -188,6 +216,13 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
     with contextlib.ExitStack() as stack:
         if account:
             options += ["--scram-users", stack.enter_context(_scram_users_file(account))]
+        own_websocket = request.config.stash.get(_OWN_WEBSOCKET, None)
+        if own_websocket:
+            ws = _ws_address(own_websocket)
+            options += [
+                "--listen",
+                f"tcp:{ws.port}:interface={ws.host} protocol=websocket path={ws.path}",
+            ]
         yield stack.enter_context(_own_broker(protocol, *options))
 
 
@@ -203,6 +238,17 @@ def restricted_broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTes
         return
     with _own_broker(5, "--max-qos", "1", "--no-retain") as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def ws_broker(request: pytest.FixtureRequest, broker: BrokerUnderTest) -> WebSocketBrokerUnderTest:
+    """
+    The WebSocket listener of the broker under test: the one --ws-broker names, or the
+    one the suite gave the broker it started (which the C{broker} fixture starts).
+    """
+    given = request.config.getoption("--ws-broker")
+    assert given, "a needs_websocket test ran without --ws-broker"
+    return _ws_address(given)
 
 
 @pytest.fixture(scope="session")
@@ -251,6 +297,16 @@ def pytest_configure(config: pytest.Config) -> None:
         "needs_refused_filter: needs a topic filter the broker refuses in its SUBACK "
         "(--refused-filter); deselected when --broker is given without it",
     )
+    config.addinivalue_line(
+        "markers",
+        "needs_websocket: needs the broker's WebSocket listener (--ws-broker); "
+        "deselected when --broker is given without it",
+    )
+    if not config.getoption("--broker") and not config.getoption("--ws-broker"):
+        # The suite starts its own broker, with a WebSocket listener here.
+        own_websocket = f"127.0.0.1:{_free_port()}/mqtt"
+        config.stash[_OWN_WEBSOCKET] = own_websocket
+        config.option.ws_broker = own_websocket
     if not config.getoption("--broker") and not config.getoption("--refused-filter"):
         # This project's broker refuses a malformed shared subscription with 0x8F.
         config.option.refused_filter = OWN_REFUSED_FILTER
@@ -288,6 +344,7 @@ _NEEDS = {
     "needs_restricted": "--restricted-broker",
     "needs_scram": "--scram-user",
     "needs_refused_filter": "--refused-filter",
+    "needs_websocket": "--ws-broker",
 }
 
 

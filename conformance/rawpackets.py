@@ -6,7 +6,9 @@ written independently of the codec.
 
 from __future__ import annotations
 
-__all__ = ["packet", "string", "varint"]
+import struct
+
+__all__ = ["packet", "string", "varint", "websocket_frame"]
 
 
 def varint(value: int) -> bytes:
@@ -28,3 +30,16 @@ def string(data: bytes | str) -> bytes:
 def packet(first: int, body: bytes) -> bytes:
     """A whole control packet: first byte, remaining length, body."""
     return bytes((first,)) + varint(len(body)) + body
+
+
+def websocket_frame(opcode: int, payload: bytes, mask: bytes, *, fin: bool = True) -> bytes:
+    """A WebSocket frame as a client sends it: masked with C{mask} (RFC 6455 5.2, 5.3)."""
+    size = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", size)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", size)
+    return head + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))

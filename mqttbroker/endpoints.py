@@ -35,7 +35,7 @@ def listener_factory(
     tls = None
     if listener.tls is not None:
         tls = ReloadableTLS(listener.tls)
-        factory = TLSMemoryBIOFactory(tls, False, factory)  # type: ignore[arg-type]
+        factory = TLSMemoryBIOFactory(tls, False, factory)
     return factory, tls
 
 

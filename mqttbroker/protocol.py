@@ -31,7 +31,7 @@ from mqttbroker.codec import (
 )
 from mqttbroker.connection import ServerConnection, State
 from mqttbroker.listeners import Listener
-from mqttbroker.tls import certificate_identity
+from mqttbroker.tls import certificate_identity, tls_failure
 
 __all__ = ["MQTTServerFactory", "MQTTServerProtocol"]
 
@@ -66,6 +66,8 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         self._awaiting_proxy_header = False
         #: Refused by a connection limit, waiting for the CONNECT to answer "busy".
         self._busy = False
+        #: Registered as the transport's producer (backpressure).
+        self._producing = False
 
     # -- Protocol -------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
             factory.broker, self, peer, factory.listener.identity_as_username
         )
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._producing = True
         if factory.broker.config.tcp_nodelay and ITCPTransport.providedBy(self.transport):
             # Messages are latency-sensitive and already batched per reactor turn by
             # the transport; Nagle's algorithm would only hold them back.
@@ -194,6 +197,14 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
             self.factory.broker.connection_count -= 1
         connection = self.connection
         if connection is not None:
+            if connection.state is State.AWAIT_CONNECT:
+                failed = tls_failure(reason)
+                if failed is not None:
+                    # Counted and logged (rate limited) like the other refusals: a
+                    # phone with the wrong certificate is the operator's question.
+                    self.factory.connection_refused(
+                        connection.peer, f"TLS handshake failed: {failed}"
+                    )
             connection.connection_lost(_reason_text(reason))
 
     def timeoutConnection(self) -> None:
@@ -234,6 +245,10 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self._decoder = None
         if self.transport is not None:
+            if self._producing:
+                # A TLS transport does not shut down while a producer is registered.
+                self._producing = False
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]
             self.transport.loseConnection()
 
     def set_keep_alive(self, seconds: float | None) -> None:

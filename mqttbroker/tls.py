@@ -14,13 +14,17 @@ from __future__ import annotations
 import os
 import re
 
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import Certificate, CertificateOptions, KeyPair, TLSVersion
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mqttbroker.listeners import TLSSettings
 
-__all__ = ["ReloadableTLS", "TLSConfigurationError", "certificate_identity"]
+__all__ = ["ReloadableTLS", "TLSConfigurationError", "certificate_identity", "tls_failure"]
 
 _log = Logger()
 
@@ -93,12 +97,14 @@ def build_options(settings: TLSSettings) -> CertificateOptions:
     return options
 
 
+@implementer(IOpenSSLContextFactory)
 class ReloadableTLS:
     """
     The TLS context of one listener, rebuilt from its files on L{reload}.
 
-    An old-style Twisted context factory (C{getContext}): Twisted's TLS wrapper asks
-    for the context at every new connection.
+    An old-style Twisted context factory (C{getContext}, declared as
+    L{IOpenSSLContextFactory} so that Twisted does not warn about it): Twisted's TLS
+    wrapper asks for the context at every new connection.
     """
 
     def __init__(self, settings: TLSSettings) -> None:
@@ -163,7 +169,26 @@ def certificate_identity(transport: object) -> str | None:
     if certificate is None:
         return None
     try:
-        name = certificate.get_subject().commonName
-    except Exception:  # pyOpenSSL fails on a name that is not valid UTF-8
+        # cryptography's view: pyOpenSSL's X509.get_subject is deprecated.
+        subject = certificate.to_cryptography().subject
+        names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except Exception:  # not a certificate, or a name that is not valid text
         return None
-    return name or None
+    if not names or not isinstance(names[0].value, str):
+        return None
+    return names[0].value or None
+
+
+def tls_failure(reason: Failure) -> str | None:
+    """What went wrong in a TLS handshake that ended a connection, or None."""
+    if not reason.check(SSL.Error):
+        return None
+    value = reason.value
+    errors = value.args[0] if value is not None and value.args else None
+    if (
+        isinstance(errors, list)
+        and errors
+        and all(isinstance(e, tuple) and len(e) == 3 for e in errors)
+    ):
+        return "; ".join(str(e[2]) for e in errors)
+    return str(value) or "unknown TLS error"

@@ -33,6 +33,8 @@ SUBPROTOCOLS = ("mqtt", "mqttv3.1")
 
 #: Close code for a text frame: MQTT travels in binary frames only ([MQTT-6.0.0-1]).
 _UNSUPPORTED_DATA = 1003
+#: Close code when no MQTT connection can be served now (RFC 6455 7.4.1, 1013).
+_TRY_AGAIN_LATER = 1013
 
 
 @implementer(ITransport)
@@ -106,21 +108,48 @@ class MQTTWebSocketProtocol(WebSocketServerProtocol):
         transport = _MessageTransport(self)
         protocol = self.factory.mqtt_factory.buildProtocol(self.transport.getPeer())  # type: ignore[union-attr]
         if protocol is None:
-            self.sendClose(1013, "try again later")
+            self._close(_TRY_AGAIN_LATER, "try again later")
             return
         self._mqtt_transport = transport
         self._mqtt = protocol
         protocol.makeConnection(transport)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
-        if self._mqtt is None or self._mqtt_transport is None:
-            return
-        if not isBinary:
+    # Autobahn's frame-level callbacks, so that MQTT bytes go to the decoder as they
+    # arrive: the MQTT decoder bounds what is buffered (by the packet size limit,
+    # from the fixed header on), and Autobahn never holds a whole message.
+
+    def onMessageBegin(self, isBinary: bool) -> None:  # noqa: N802, N803
+        super().onMessageBegin(isBinary)
+        transport = self._mqtt_transport
+        if not isBinary and transport is not None and not transport.disconnecting:
             # [MQTT-6.0.0-1]: anything but binary data frames closes the connection.
-            self._mqtt_transport.disconnecting = True
-            self.sendClose(_UNSUPPORTED_DATA, "MQTT is carried in binary frames only")
+            transport.disconnecting = True
+            self._close(_UNSUPPORTED_DATA, "MQTT is carried in binary frames only")
+
+    def onMessageFrameData(self, payload: bytes) -> None:  # noqa: N802
+        transport = self._mqtt_transport
+        if (
+            self._mqtt is None
+            or transport is None
+            or transport.disconnecting  # closing: nothing more is read
+            or not self.message_is_binary
+        ):
             return
         self._mqtt.dataReceived(payload)
+
+    def onMessageFrameEnd(self) -> None:  # noqa: N802
+        """Nothing was kept, so nothing is assembled."""
+
+    def onMessageEnd(self) -> None:  # noqa: N802
+        """Nothing was kept, so there is no message to hand on."""
+
+    def _close(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with a protocol-level close code: Autobahn's
+        C{sendClose} takes only 1000 and application codes (3000-4999), and raises
+        for the RFC 6455 codes (1003, 1013) that say what went wrong here.
+        """
+        self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8"), isReply=False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
         protocol, self._mqtt = self._mqtt, None
@@ -144,12 +173,11 @@ class MQTTWebSocketFactory(WebSocketServerFactory):
         self.mqtt_factory = mqtt_factory
         self.path = path
         broker = getattr(mqtt_factory, "broker", None)
-        limit = broker.config.max_packet_size if broker is not None else 0
         self.setProtocolOptions(
-            # A message holds MQTT bytes, which the MQTT decoder bounds by the packet
-            # size limit; the same bound keeps Autobahn from buffering more.
-            maxMessagePayloadSize=limit,
-            maxFramePayloadSize=limit,
+            # Messages are not buffered (see the protocol's frame callbacks), so their
+            # size is not limited here: the MQTT decoder limits each packet.
+            maxMessagePayloadSize=0,
+            maxFramePayloadSize=0,
             # A client has as long to finish the HTTP upgrade as to send CONNECT.
             openHandshakeTimeout=getattr(broker.config, "connect_timeout", 10.0)
             if broker is not None
