@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import socket
 import struct
+import tempfile
 from ipaddress import ip_network
 from typing import Any
 
@@ -895,3 +897,28 @@ def _masked_binary_frame(payload: bytes) -> bytes:
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     assert len(payload) < 126
     return bytes([0x82, 0x80 | len(payload)]) + mask + masked
+
+
+class UnixListenerTests(TestCase):
+    """A Unix socket listener (C{unix:PATH}) on the real reactor serves MQTT."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_unix_socket(self) -> Any:
+        """CONNECT over a Unix socket gets its CONNACK; the peer is named by the socket."""
+        directory = tempfile.mkdtemp(prefix="mqttbroker-unix-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "mqtt.sock")
+        observer = RecordingObserver()
+        broker = Broker(BrokerConfig(), observers=[observer])
+        service, _ = listener_service(parse_listener(f"unix:{path}:mode=600"), broker, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        client = _Client(encode(Connect("local", 4), 4))
+        yield endpoints.connectProtocol(endpoints.UNIXClientEndpoint(reactor, path), client)
+        self.addCleanup(lambda: client.transport.abortConnection() or client.closed)
+        data = yield client.wait_for(b"\x20\x02")
+        self.assertEqual(decode_all(data, 4), [Connack(False, 0)])
+        self.assertEqual([name for name, _ in observer.connections], ["local"])
