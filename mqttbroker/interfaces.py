@@ -7,16 +7,24 @@ C{zope.interface.verify.verifyObject} in the tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from zope.interface import Attribute, Interface
 
 __all__ = [
+    "AuthDecision",
     "AuthResult",
+    "Credentials",
     "IAuthenticationExchange",
     "IAuthenticationMethod",
+    "IAuthenticator",
+    "IAuthorizer",
+    "IBackendPlugin",
     "IBrokerObserver",
     "IClientLink",
+    "IReloadable",
+    "Identity",
 ]
 
 
@@ -178,3 +186,154 @@ class IAuthenticationMethod(Interface):
 
     def begin(client_id: str) -> IAuthenticationExchange:
         """Start a new exchange (at CONNECT, or for re-authentication)."""
+
+
+# -- authentication and authorization (plugins: --auth, --acl) -----------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """
+    What a client presents when it connects, for authenticators to judge.
+
+    @ivar client_id: the client identifier (assigned by the broker if it sent none).
+    @ivar username: the CONNECT user name (or the certificate's common name on a
+        listener with identity-as-username), None when absent.
+    @ivar password: the CONNECT password, None when absent.
+    @ivar peer_host: the client's address (the real one behind the PROXY protocol),
+        None for a Unix socket.
+    @ivar certificate_identity: the common name of the client's verified TLS
+        certificate, None without one.
+    @ivar listener: the name of the listener it came through (e.g. "mqtts tcp:8883").
+    @ivar protocol_level: 3, 4 or 5.
+    """
+
+    client_id: str
+    username: str | None = None
+    password: bytes | None = None
+    peer_host: str | None = None
+    certificate_identity: str | None = None
+    listener: str = ""
+    protocol_level: int = 4
+
+
+@dataclass(frozen=True)
+class Identity:
+    """
+    Who a connected client is, as authorizers see it.
+
+    @ivar username: the authenticated user name; None for an anonymous client.
+    @ivar client_id: its client identifier.
+    @ivar peer_host: its address, None for a Unix socket.
+    @ivar attributes: anything an authenticator wants authorizers to know (an HTTP
+        hook's answer, say).
+    """
+
+    username: str | None
+    client_id: str
+    peer_host: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuthDecision:
+    """
+    An authenticator's answer about one client.
+
+    @ivar outcome: C{"allow"}, C{"deny"}, or C{"ignore"} (no opinion: the next
+        authenticator of the chain decides; when all ignore, the client is refused).
+    @ivar username: on allow, the user name the client is known by from now on (None:
+        the one it presented).
+    @ivar reason: on deny, why (logged, and sent to MQTT 5 clients as Reason String).
+    @ivar bad_credentials: on deny, the credentials were wrong (CONNACK 0x86 / return
+        code 4) rather than the client not allowed (0x87 / 5).
+    @ivar attributes: on allow, what to pass on in L{Identity.attributes}.
+    """
+
+    outcome: str
+    username: str | None = None
+    reason: str = ""
+    bad_credentials: bool = False
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def allow(
+        cls, username: str | None = None, attributes: Mapping[str, str] | None = None
+    ) -> AuthDecision:
+        return cls("allow", username, attributes=attributes or {})
+
+    @classmethod
+    def deny(cls, reason: str, bad_credentials: bool = False) -> AuthDecision:
+        return cls("deny", reason=reason, bad_credentials=bad_credentials)
+
+    @classmethod
+    def ignore(cls) -> AuthDecision:
+        return cls("ignore")
+
+
+class IAuthenticator(Interface):
+    """
+    Decides whether a connecting client may connect (C{--auth}). Authenticators are
+    chained in the order given: the first that allows or denies decides.
+    """
+
+    def authenticate(credentials: Credentials) -> AuthDecision:
+        """
+        Judge C{credentials}. May return a Deferred firing with the L{AuthDecision};
+        it must not fail (a failure is treated as a denial, and logged). A plain
+        value must not cost a reactor turn.
+        """
+
+
+class IAuthorizer(Interface):
+    """
+    Decides what a connected client may do (C{--acl}). Called on the hot path: an
+    answer should come from memory; return a Deferred only when it must wait (a
+    remote policy), and cache.
+    """
+
+    def may_publish(identity: Identity, topic: str, qos: int, retain: bool) -> bool:
+        """Whether C{identity} may publish to C{topic} (or a Deferred firing with it)."""
+
+    def may_subscribe(identity: Identity, topic_filter: str, qos: int) -> int | None:
+        """
+        The highest QoS at which C{identity} may subscribe to C{topic_filter} (at most
+        C{qos}), or None to refuse the subscription (or a Deferred firing with it).
+        """
+
+    def may_receive(identity: Identity, topic: str) -> bool:
+        """
+        Whether C{identity} may receive a message published to C{topic}, checked for
+        every delivery through a subscription, so that a wildcard filter never lets
+        through what the client may not read. Synchronous, and fast.
+        """
+
+
+class IReloadable(Interface):
+    """A backend that rereads its files (on SIGHUP and when they change)."""
+
+    def reload() -> bool:
+        """Reread now; False (and the old state kept) when the files are unusable."""
+
+    def reload_if_changed() -> bool:
+        """L{reload} if a file changed since it was read."""
+
+
+class IBackendPlugin(Interface):
+    """
+    A named backend that C{--auth}, C{--acl} (and later C{--persistence}) can select
+    with a description string such as C{passwd:file=/etc/mqtt/passwd}. Provided by
+    objects in a module of the C{twisted.plugins} package, found with
+    C{twisted.plugin.getPlugins(IBackendPlugin)}.
+    """
+
+    name = Attribute("The prefix that selects it in a description, e.g. 'passwd'.")
+    kind = Attribute("What it provides: 'auth' (IAuthenticator) or 'acl' (IAuthorizer).")
+    description = Attribute("One line for --help-backends: what it is and its parameters.")
+
+    def build(parameters: Mapping[str, str]) -> object:
+        """
+        The backend the parameters of a description ask for (C{file=...} and so
+        on). Raises ValueError, with a message naming the parameter, when they are
+        wrong; the message reaches the operator as a usage error.
+        """
