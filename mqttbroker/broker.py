@@ -15,12 +15,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mqttbroker.access import Policy
 from mqttbroker.codec import MAX_PACKET_SIZE, PropertyId, Will, int_property
-from mqttbroker.interfaces import IAuthenticationMethod, IBrokerObserver, IClientLink
+from mqttbroker.interfaces import (
+    IAuthenticationMethod,
+    IAuthenticator,
+    IAuthorizer,
+    IBrokerObserver,
+    IClientLink,
+)
 from mqttbroker.session import Message, Session, SessionLimits
 from mqttbroker.topics import (
     RetainedStore,
@@ -146,6 +154,9 @@ class BrokerConfig:
     @ivar max_qos: the highest QoS granted to a subscription.
     @ivar retain_available: keep retained messages; when off, MQTT 5 clients are
         told Retain Available 0 and a retained PUBLISH or will is refused (0x9A).
+    @ivar client_id_pattern: when set, a client may use only client ids that match
+        it (C{%u}: its user name, C{*}/C{?}: wildcards); others are refused with
+        0x85 / return code 2.
     @ivar tcp_nodelay: disable Nagle's algorithm on TCP connections.
     @ivar receive_maximum: QoS 2 messages a client may have awaiting PUBREL (MQTT 5
         Receive Maximum, announced when below 65535).
@@ -166,6 +177,7 @@ class BrokerConfig:
     connect_timeout: float = 10.0
     max_qos: int = 2
     retain_available: bool = True
+    client_id_pattern: str = ""
     tcp_nodelay: bool = True
     receive_maximum: int = 65535
     topic_alias_maximum: int = 10
@@ -189,8 +201,14 @@ class Broker:
         observers: Iterable[IBrokerObserver] = (),
         clock: IReactorTime | None = None,
         auth_methods: Iterable[IAuthenticationMethod] = (),
+        authenticators: Iterable[IAuthenticator] = (),
+        authorizers: Iterable[IAuthorizer] = (),
     ) -> None:
         self.config = config if config is not None else BrokerConfig()
+        #: The --auth chain; empty: every client may connect.
+        self.authenticators: list[IAuthenticator] = list(authenticators)
+        #: The --acl authorizers (all must allow); None: everything is allowed.
+        self.policy: Policy | None = Policy(list(authorizers)) if authorizers else None
         #: MQTT 5 enhanced authentication methods, by name.
         self.auth_methods: dict[str, IAuthenticationMethod] = {m.name: m for m in auth_methods}
         #: Time for expiries (sessions, messages, delayed wills): the reactor in
@@ -474,8 +492,37 @@ class Broker:
             # Not for shared subscriptions (5.0 section 4.8.2).
             return
         ids = (subscription_id,) if subscription_id else ()
-        for _, message in self.retained.matching(topic_filter):
+        policy = self.policy
+        for topic, message in self.retained.matching(topic_filter):
+            if policy is not None and not policy.may_receive(session.identity, topic):
+                continue
             session.deliver(message, min(granted, message.qos), True, ids)
+
+    def recheck_subscriptions(self) -> int:
+        """
+        After the authorizers changed (an ACL reloaded): drop every subscription they
+        no longer allow, so revoked access stops deliveries at once. Answers that
+        need to wait (a remote policy) drop the subscription when they refuse. The
+        number of subscriptions dropped at once.
+        """
+        policy = self.policy
+        if policy is None:
+            return 0
+        dropped = 0
+        for session in list(self.sessions.values()):
+            identity = session.identity
+            for topic_filter, value in list(session.subscriptions.items()):
+                allowed: Any = None
+                if identity is not None:
+                    allowed = policy.may_subscribe(identity, topic_filter, value & 3)
+                if hasattr(allowed, "addCallback"):
+                    allowed.addCallback(
+                        lambda ok, s=session, f=topic_filter: ok is None and self.unsubscribe(s, f)
+                    )
+                elif allowed is None:
+                    self.unsubscribe(session, topic_filter)
+                    dropped += 1
+        return dropped
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         """Remove a subscription; True if there was one."""
@@ -538,8 +585,14 @@ class Broker:
         qos = message.qos
         publisher = message.publisher
         retain = message.retain
+        # With authorizers, every delivery is checked: a wildcard filter never lets
+        # through a topic the subscriber may not read.
+        policy = self.policy
+        topic = message.topic
         if len(tables) == 1:
             for session, value in list(tables[0].items()):
+                if policy is not None and not policy.may_receive(session.identity, topic):
+                    continue
                 if value < 4:
                     # The common case: a plain subscription (QoS only).
                     ok = session.deliver(message, value if value < qos else qos, False)
@@ -564,6 +617,8 @@ class Broker:
         for table in tables:
             for session, value in table.items():
                 if value & NO_LOCAL and session.client_id == publisher:
+                    continue
+                if policy is not None and not policy.may_receive(session.identity, topic):
                     continue
                 known = merged.get(session)
                 subscription_id = value >> SUBSCRIPTION_ID_SHIFT
@@ -594,6 +649,15 @@ class Broker:
                 member = group.pick()
                 if member is None:
                     continue
+                policy = self.policy
+                if policy is not None and not policy.may_receive(member.identity, message.topic):
+                    # Another member that may read it, if there is one.
+                    member = next(
+                        (m for m in group.members if policy.may_receive(m.identity, message.topic)),
+                        None,
+                    )
+                    if member is None:
+                        continue
                 value = group.members[member]
                 granted = value & 3
                 subscription_id = value >> SUBSCRIPTION_ID_SHIFT

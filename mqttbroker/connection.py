@@ -18,9 +18,11 @@ from enum import Enum
 from typing import Any
 from typing import Protocol as TypingProtocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mqttbroker.access import authenticate, client_id_allowed, gather
 from mqttbroker.broker import NO_LOCAL, RETAIN_AS_PUBLISHED, SUBSCRIPTION_FAILURE, Broker
 from mqttbroker.codec import (
     ALLOWED_REASON_CODES,
@@ -54,8 +56,16 @@ from mqttbroker.codec import (
     int_property,
     reason_code_name,
 )
-from mqttbroker.interfaces import AuthResult, IAuthenticationExchange, IClientLink
+from mqttbroker.interfaces import (
+    AuthDecision,
+    AuthResult,
+    Credentials,
+    IAuthenticationExchange,
+    IClientLink,
+    Identity,
+)
 from mqttbroker.session import Message, Session
+from mqttbroker.topics import shared_subscription, topic_filter_error
 
 __all__ = ["ConnectionOutput", "ServerConnection", "State"]
 
@@ -100,6 +110,12 @@ class ConnectionOutput(TypingProtocol):
     def set_keep_alive(self, seconds: float | None) -> None:
         """Close the connection after C{seconds} without a packet (None: never)."""
 
+    def pause_reading(self) -> None:
+        """Stop reading from the client for now (a decision is awaited)."""
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
+
 
 class State(Enum):
     """Where a connection is in its life."""
@@ -109,6 +125,10 @@ class State(Enum):
     CONNECTED = "connected"
     CLOSED = "closed"
 
+
+#: Packets a client may send while a decision about it is awaited (a remote
+#: authentication or authorization backend); more is a flood, and closes.
+_MAX_HELD = 1000
 
 #: Refusals 3.1/3.1.1 have no return code for: the connection closes without a
 #: CONNACK (3.1.1 [MQTT-3.2.2-6]) rather than with a return code that says
@@ -162,12 +182,21 @@ class ServerConnection:
         output: ConnectionOutput,
         peer: str = "?",
         identity_as_username: bool = False,
+        peer_host: str | None = None,
+        listener: str = "",
     ) -> None:
         self.broker = broker
         self.peer = peer
         self.identity_as_username = identity_as_username
         self.certificate_identity: str | None = None
         self.username: str | None = None
+        self.peer_host = peer_host
+        self.listener = listener
+        #: Who the client is once accepted, for the authorizers.
+        self.client_identity: Identity | None = None
+        #: Packets held back while a decision is awaited (None: none is).
+        self._held: list[Packet] | None = None
+        self._refused_publishes = 0
         self.state = State.AWAIT_CONNECT
         self.protocol_level = 4
         self.client_id: str | None = None
@@ -201,6 +230,22 @@ class ServerConnection:
 
     def packet_received(self, packet: Packet) -> None:
         """Act on one decoded packet."""
+        held = self._held
+        if held is not None:
+            # A decision (authentication, authorization) is awaited: later packets
+            # wait for it, in order ([MQTT-3.1.4-?]: nothing after CONNECT is acted
+            # on before the CONNACK). Reading is paused, so only what was already
+            # read can pile up, and that is bounded too.
+            if len(held) >= _MAX_HELD:
+                self.protocol_violation(
+                    RemoteProtocolError(
+                        ReasonCode.QUOTA_EXCEEDED,
+                        f"more than {_MAX_HELD} packets sent while a decision was awaited",
+                    )
+                )
+                return
+            held.append(packet)
+            return
         handler = _HANDLERS[self.state].get(type(packet))
         if handler is None:
             if self.state is State.CLOSED:
@@ -213,6 +258,31 @@ class ServerConnection:
             )
             return
         handler(self, packet)
+
+    def _hold(self) -> None:
+        """Keep later packets back until L{_release}: a decision is awaited."""
+        if self._held is None:
+            self._held = []
+            self._output.pause_reading()
+
+    def _ended(self) -> bool:
+        return self.state is State.CLOSED
+
+    def _release(self, result: object = None) -> object:
+        """Act on the packets held back, in order (some may hold again)."""
+        held, self._held = self._held, None
+        if held is None or self.state is State.CLOSED:
+            return result
+        self._output.resume_reading()
+        for index, packet in enumerate(held):
+            self.packet_received(packet)
+            if self._ended():
+                break
+            if self._held is not None:
+                # Waiting again: the rest keeps its place, ahead of newer packets.
+                self._held[:0] = held[index + 1 :]
+                break
+        return result
 
     def protocol_violation(self, error: MQTTError) -> None:
         """
@@ -351,7 +421,109 @@ class ServerConnection:
         if method is not None:
             self._begin_authentication(packet, client_id, assigned, str(method))
             return
-        self._accept(packet, client_id, assigned)
+        self._authenticate(packet, client_id, assigned)
+
+    # -- who the client is: the --auth chain, client id binding, the will's topic ----
+
+    def _authenticate(
+        self,
+        packet: Connect,
+        client_id: str,
+        assigned: bool,
+        auth_properties: Properties | None = None,
+    ) -> None:
+        """
+        Decide about a CONNECT that passed the protocol checks (and any enhanced
+        authentication): the authenticator chain, when there is one, then the rest
+        of L{_authenticated}.
+        """
+        authenticators = self.broker.authenticators
+        if self.identity is not None or not authenticators:
+            # Enhanced authentication proved who it is; or nobody is asked.
+            decision = AuthDecision.allow(self.identity)
+        else:
+            credentials = Credentials(
+                client_id,
+                packet.username,
+                packet.password,
+                self.peer_host,
+                self.certificate_identity,
+                self.listener,
+                packet.protocol_level,
+            )
+            answer = authenticate(authenticators, credentials)
+            if isinstance(answer, Deferred):
+                self._hold()
+                answer.addCallback(
+                    self._authenticated, packet, client_id, assigned, auth_properties
+                ).addBoth(self._release)
+                return
+            decision = answer
+        self._authenticated(decision, packet, client_id, assigned, auth_properties)
+
+    def _authenticated(
+        self,
+        decision: AuthDecision,
+        packet: Connect,
+        client_id: str,
+        assigned: bool,
+        auth_properties: Properties | None,
+    ) -> None:
+        if self.state is State.CLOSED:
+            return
+        if decision.outcome != "allow":
+            code = (
+                ReasonCode.BAD_USER_NAME_OR_PASSWORD
+                if decision.bad_credentials
+                else ReasonCode.NOT_AUTHORIZED
+            )
+            self._refuse_connect(code, decision.reason or "not authorized")
+            return
+        username = decision.username if decision.username is not None else packet.username
+        pattern = self.broker.config.client_id_pattern
+        if pattern and not client_id_allowed(pattern, client_id, username):
+            # Nobody who merely knows a device's client id may take its session over.
+            self._refuse_connect(
+                ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+                f"client identifier {client_id!r} is not one that user {username!r} may use",
+            )
+            return
+        identity = Identity(username, client_id, self.peer_host, decision.attributes)
+        policy = self.broker.policy
+        will = packet.will
+        if policy is not None and will is not None:
+            allowed = policy.may_publish(identity, will.topic, will.qos, will.retain)
+            if isinstance(allowed, Deferred):
+                self._hold()
+                allowed.addCallback(
+                    self._will_checked, identity, packet, client_id, assigned, auth_properties
+                ).addBoth(self._release)
+                return
+        else:
+            allowed = True
+        self._will_checked(allowed, identity, packet, client_id, assigned, auth_properties)
+
+    def _will_checked(
+        self,
+        allowed: bool,
+        identity: Identity,
+        packet: Connect,
+        client_id: str,
+        assigned: bool,
+        auth_properties: Properties | None,
+    ) -> None:
+        if self.state is State.CLOSED:
+            return
+        if not allowed:
+            assert packet.will is not None
+            self._refuse_connect(
+                ReasonCode.NOT_AUTHORIZED,
+                f"the will's topic {packet.will.topic!r} is not one this client may publish to",
+            )
+            return
+        self.username = identity.username
+        self.client_identity = identity
+        self._accept(packet, client_id, assigned, auth_properties)
 
     def _refuse_connect(
         self, code: ReasonCode, reason: str, properties: Properties | None = None
@@ -426,6 +598,7 @@ class ServerConnection:
         )
         self.client_id = client_id
         self.session = session
+        session.identity = self.client_identity
         self._will = packet.will
         self.state = State.CONNECTED
         # MQTT 3.1 has no session present flag: its CONNACK byte is reserved.
@@ -510,7 +683,7 @@ class ServerConnection:
         assert pending is not None
         self._pending_connect = None
         packet, client_id, assigned = pending
-        self._accept(packet, client_id, assigned, properties)
+        self._authenticate(packet, client_id, assigned, properties)
 
     def _on_disconnect_while_authenticating(self, packet: Disconnect) -> None:
         self._end("client DISCONNECT during authentication")
@@ -614,6 +787,78 @@ class ServerConnection:
             if checked is None:
                 return
             topic, properties, expires_at = checked
+        policy = self.broker.policy
+        if policy is not None and (qos < 2 or packet.packet_id not in self._awaiting()):
+            identity = self.client_identity
+            assert identity is not None
+            allowed = policy.may_publish(identity, topic, qos, packet.retain)
+            if isinstance(allowed, Deferred):
+                # Wait for the answer; later packets wait behind this one, in order.
+                self._hold()
+                allowed.addCallback(
+                    self._publish_checked, packet, topic, properties, expires_at
+                ).addBoth(self._release)
+                return
+            if not allowed:
+                self._publish_refused(packet, topic)
+                return
+        self._route(packet, topic, properties, expires_at)
+
+    def _awaiting(self) -> set[int]:
+        session = self.session
+        assert session is not None
+        return session.awaiting_rel
+
+    def _publish_checked(
+        self,
+        allowed: bool,
+        packet: Publish,
+        topic: str,
+        properties: Properties,
+        expires_at: float | None,
+    ) -> None:
+        if self.state is not State.CONNECTED:
+            return
+        if allowed:
+            self._route(packet, topic, properties, expires_at)
+        else:
+            self._publish_refused(packet, topic)
+
+    def _publish_refused(self, packet: Publish, topic: str) -> None:
+        """
+        A PUBLISH the authorizers refuse: not routed. MQTT 5 says so (0x87 in PUBACK
+        or PUBREC); 3.1.1 has no way to, so the message is acknowledged as usual and
+        dropped ([MQTT-3.3.5-2] allows either that or closing).
+        """
+        self._refused_publishes += 1
+        count = self._refused_publishes
+        if count & (count - 1) == 0:
+            # The 1st, 2nd, 4th, 8th... refusal on a connection: no log flood.
+            _log.info(
+                "Refused PUBLISH from {client_id} to {topic!r}: not authorized "
+                "({count} refused on this connection)",
+                client_id=self.client_id,
+                topic=topic,
+                count=count,
+            )
+        pid = packet.packet_id
+        if packet.qos == 0 or pid is None:
+            return
+        if self.protocol_level == 5:
+            ack = Puback(pid, ReasonCode.NOT_AUTHORIZED) if packet.qos == 1 else None
+            reason = f"not authorized to publish to {topic!r}"
+            self._send_v5(ack or Pubrec(pid, ReasonCode.NOT_AUTHORIZED), reason)
+        elif packet.qos == 1:
+            self.write(_pack_ack(0x40, 2, pid))
+        else:
+            self._awaiting().add(pid)
+            self.write(_pack_ack(0x50, 2, pid))
+
+    def _route(
+        self, packet: Publish, topic: str, properties: Properties, expires_at: float | None
+    ) -> None:
+        """Route an accepted PUBLISH and acknowledge it as its QoS requires."""
+        qos = packet.qos
         message = Message(
             topic, packet.payload, qos, packet.retain, properties, self.client_id, expires_at
         )
@@ -773,17 +1018,8 @@ class ServerConnection:
         self.session.pubcomp(packet.packet_id)
 
     def _on_subscribe(self, packet: Subscribe) -> None:
-        session = self.session
-        assert session is not None
-        broker = self.broker
-        level = self.protocol_level
-        ids = packet.properties.get(PropertyId.SUBSCRIPTION_IDENTIFIER)
-        subscription_id = ids[0] if isinstance(ids, list) and ids else 0
-        assert isinstance(subscription_id, int)
-        results = []
-        for sub in packet.subscriptions:
-            options = 0
-            if level == 5:
+        if self.protocol_level == 5:
+            for sub in packet.subscriptions:
                 if sub.no_local and sub.topic_filter.startswith("$share/"):
                     self.protocol_violation(
                         RemoteProtocolError(
@@ -792,11 +1028,58 @@ class ServerConnection:
                         )
                     )
                     return
+        policy = self.broker.policy
+        if policy is None:
+            self._subscribe(packet, None)
+            return
+        identity = self.client_identity
+        assert identity is not None
+        caps: list[Any] = []
+        for sub in packet.subscriptions:
+            shared = shared_subscription(sub.topic_filter)
+            topic_filter = shared[1] if shared is not None else sub.topic_filter
+            if topic_filter_error(topic_filter) is not None:
+                caps.append(sub.qos)  # refused for what it is, below
+            else:
+                caps.append(policy.may_subscribe(identity, topic_filter, sub.qos))
+        if any(isinstance(cap, Deferred) for cap in caps):
+            self._hold()
+            gather(caps).addCallback(self._subscribe_checked, packet).addBoth(self._release)
+            return
+        self._subscribe(packet, caps)
+
+    def _subscribe_checked(self, caps: list[int | None], packet: Subscribe) -> None:
+        if self.state is State.CONNECTED:
+            self._subscribe(packet, caps)
+
+    def _subscribe(self, packet: Subscribe, caps: Sequence[int | None] | None) -> None:
+        """
+        Subscribe as the authorizers allow (C{caps}: the highest QoS each filter may
+        have, None to refuse it; None for all when there are no authorizers).
+        """
+        session = self.session
+        assert session is not None
+        broker = self.broker
+        level = self.protocol_level
+        ids = packet.properties.get(PropertyId.SUBSCRIPTION_IDENTIFIER)
+        subscription_id = ids[0] if isinstance(ids, list) and ids else 0
+        assert isinstance(subscription_id, int)
+        results = []
+        for index, sub in enumerate(packet.subscriptions):
+            qos = sub.qos
+            if caps is not None:
+                cap = caps[index]
+                if cap is None:
+                    results.append((int(ReasonCode.NOT_AUTHORIZED), False))
+                    continue
+                qos = min(qos, cap)
+            options = 0
+            if level == 5:
                 options = (NO_LOCAL if sub.no_local else 0) | (
                     RETAIN_AS_PUBLISHED if sub.retain_as_published else 0
                 )
             results.append(
-                broker.subscribe(session, sub.topic_filter, sub.qos, options, subscription_id)
+                broker.subscribe(session, sub.topic_filter, qos, options, subscription_id)
             )
         if level == 5:
             codes = tuple(granted for granted, _ in results)

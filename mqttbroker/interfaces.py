@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 __all__ = [
     "AuthDecision",
@@ -277,7 +281,7 @@ class IAuthenticator(Interface):
     chained in the order given: the first that allows or denies decides.
     """
 
-    def authenticate(credentials: Credentials) -> AuthDecision:
+    def authenticate(credentials: Credentials) -> AuthDecision | Deferred[AuthDecision]:
         """
         Judge C{credentials}. May return a Deferred firing with the L{AuthDecision};
         it must not fail (a failure is treated as a denial, and logged). A plain
@@ -292,10 +296,14 @@ class IAuthorizer(Interface):
     remote policy), and cache.
     """
 
-    def may_publish(identity: Identity, topic: str, qos: int, retain: bool) -> bool:
+    def may_publish(
+        identity: Identity, topic: str, qos: int, retain: bool
+    ) -> bool | Deferred[bool]:
         """Whether C{identity} may publish to C{topic} (or a Deferred firing with it)."""
 
-    def may_subscribe(identity: Identity, topic_filter: str, qos: int) -> int | None:
+    def may_subscribe(
+        identity: Identity, topic_filter: str, qos: int
+    ) -> int | Deferred[int | None] | None:
         """
         The highest QoS at which C{identity} may subscribe to C{topic_filter} (at most
         C{qos}), or None to refuse the subscription (or a Deferred firing with it).

@@ -110,7 +110,12 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
         self.write_sequence = self.transport.writeSequence  # type: ignore[assignment,method-assign,union-attr]
         self._decoder = Decoder(factory.broker.config.max_packet_size)
         self.connection = ServerConnection(
-            factory.broker, self, peer, factory.listener.identity_as_username
+            factory.broker,
+            self,
+            peer,
+            factory.listener.identity_as_username,
+            host,
+            factory.listener.name,
         )
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._producing = True
@@ -253,6 +258,16 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
 
     def set_keep_alive(self, seconds: float | None) -> None:
         self.setTimeout(seconds)
+
+    def pause_reading(self) -> None:
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
+
+    def resume_reading(self) -> None:
+        resume = getattr(self.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
 
     # -- IPushProducer: the transport tells us when its buffer is full -----------------
 

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.application.service import Service
+from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mqttbroker.broker import Broker
 
-__all__ = ["BrokerService", "Reloadable", "ReloadService"]
+__all__ = ["BackendsService", "BrokerService", "ReloadService", "ReloadThen", "Reloadable"]
 
 _log = Logger()
 
@@ -44,6 +46,26 @@ class Reloadable(Protocol):
     def reload(self) -> bool: ...
 
     def reload_if_changed(self) -> bool: ...
+
+
+class ReloadThen:
+    """A reloadable that runs C{after} when it did reload (an ACL: recheck)."""
+
+    def __init__(self, target: Reloadable, after: Callable[[], object]) -> None:
+        self.target = target
+        self.after = after
+
+    def reload(self) -> bool:
+        done = self.target.reload()
+        if done:
+            self.after()
+        return done
+
+    def reload_if_changed(self) -> bool:
+        done = self.target.reload_if_changed()
+        if done:
+            self.after()
+        return done
 
 
 class ReloadService(Service):
@@ -89,7 +111,10 @@ class ReloadService(Service):
 
     def reload(self) -> None:
         """Reread every file now (what SIGHUP does)."""
-        _log.info("Reloading {count} TLS configuration(s)", count=len(self.reloadables))
+        _log.info(
+            "Reloading {count} configuration file set(s) (TLS, users, ACLs)",
+            count=len(self.reloadables),
+        )
         for reloadable in self.reloadables:
             reloadable.reload()
 
@@ -97,3 +122,20 @@ class ReloadService(Service):
         """Reread the files that changed on disk."""
         for reloadable in self.reloadables:
             reloadable.reload_if_changed()
+
+
+class BackendsService(Service):
+    """Closes the authentication and authorization backends that hold resources
+    (an HTTP hook's kept-alive connections) when the broker stops."""
+
+    def __init__(self, backends: list[object]) -> None:
+        self.backends = backends
+
+    def stopService(self) -> object:
+        super().stopService()
+        closing = []
+        for backend in self.backends:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                closing.append(maybeDeferred(close))
+        return DeferredList(closing) if closing else None

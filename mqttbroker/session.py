@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mqttbroker.codec import EncodedPublish, Properties, PropertyId, Publish, Will
-from mqttbroker.interfaces import IClientLink
+from mqttbroker.interfaces import IClientLink, Identity
 
 __all__ = ["EXPIRED", "QOS0_OFFLINE", "TOO_LARGE", "Message", "Session", "SessionLimits"]
 
@@ -221,6 +221,7 @@ class Session:
         "dropped",
         "expiry_call",
         "expiry_interval",
+        "identity",
         "limits",
         "link",
         "pending_will",
@@ -252,6 +253,9 @@ class Session:
         self._window = limits.max_inflight
         self.subscriptions: dict[str, int] = {}
         self.link: IClientLink | None = None
+        #: Who the client is (an interfaces.Identity) since its last CONNECT, for
+        #: the authorizers' read check on every delivery.
+        self.identity: Identity | None = None
         self.awaiting_rel: set[int] = set()
         self.dropped = 0
         self._drop = on_drop

@@ -5,16 +5,26 @@ C{twist mqtt}: command-line options and the service they build.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from mqttbroker.backends import BackendError, build_backend
 from mqttbroker.broker import Broker, BrokerConfig
 from mqttbroker.codec import MAX_PACKET_SIZE
 from mqttbroker.endpoints import listener_service
+from mqttbroker.interfaces import IReloadable
 from mqttbroker.listeners import Listener, ListenerError, TLSSettings, parse_listener
 from mqttbroker.observers import LoggingObserver
 from mqttbroker.scram import ScramSha256, load_credentials
-from mqttbroker.service import BrokerService, Reloadable, ReloadService
+from mqttbroker.service import (
+    BackendsService,
+    BrokerService,
+    Reloadable,
+    ReloadService,
+    ReloadThen,
+)
 from mqttbroker.session import SessionLimits
 from mqttbroker.tls import TLSConfigurationError, build_options
 
@@ -115,6 +125,14 @@ class Options(usage.Options):
             int,
         ],
         ["ws-path", None, "/mqtt", "The HTTP path of the WebSocket listeners."],
+        [
+            "client-id-pattern",
+            None,
+            "",
+            "Bind client ids to identities: a client may only use client ids matching "
+            "this pattern, where %u is its user name and * and ? are wildcards (e.g. "
+            "'%u' or '%u-*'); others are refused (0x85 / return code 2).",
+        ],
         [
             "cert",
             None,
@@ -248,6 +266,23 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["auth"] = []
+        self["acl"] = []
+
+    def opt_auth(self, description: str) -> None:
+        """
+        Add an authenticator to the chain (repeatable; the first that allows or
+        denies a client decides, and a client none allows is refused): anonymous:,
+        certificate:, passwd:file=PATH, http:url=URL, or a plugin's name.
+        """
+        self["auth"].append(description)
+
+    def opt_acl(self, description: str) -> None:
+        """
+        Add an authorizer (repeatable; all must allow): aclfile:file=PATH,
+        http:url=URL, or a plugin's name.
+        """
+        self["acl"].append(description)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -297,6 +332,18 @@ class Options(usage.Options):
             raise usage.UsageError("--require-client-cert and --use-identity-as-username need --ca")
         if not self["ws-path"].startswith("/"):
             raise usage.UsageError("--ws-path must start with /")
+        self.authenticators: list[Any] = []
+        self.authorizers: list[Any] = []
+        for description in self["auth"]:
+            try:
+                self.authenticators.append(build_backend(description, "auth"))
+            except BackendError as error:
+                raise usage.UsageError(f"--auth: {error}") from None
+        for description in self["acl"]:
+            try:
+                self.authorizers.append(build_backend(description, "acl"))
+            except BackendError as error:
+                raise usage.UsageError(f"--acl: {error}") from None
         for listener in self.listeners():
             if listener.tls is not None:
                 try:
@@ -354,6 +401,7 @@ class Options(usage.Options):
             max_keep_alive=self["max-keepalive"],
             max_qos=self["max-qos"],
             retain_available=not self["no-retain"],
+            client_id_pattern=self["client-id-pattern"],
             response_information=self["response-information"],
             server_reference=self["server-reference"],
             server_moved=bool(self["server-moved"]),
@@ -372,6 +420,8 @@ def makeService(options: Options) -> IService:
         observers=[LoggingObserver()],
         clock=reactor,
         auth_methods=methods,
+        authenticators=options.authenticators,
+        authorizers=options.authorizers,
     )
     service = MultiService()
     BrokerService(broker).setServiceParent(service)
@@ -381,5 +431,13 @@ def makeService(options: Options) -> IService:
         listening.setServiceParent(service)
         if tls is not None:
             reloadables.append(tls)
+    for backend in options.authenticators:
+        if IReloadable.providedBy(backend):
+            reloadables.append(backend)
+    for backend in options.authorizers:
+        if IReloadable.providedBy(backend):
+            # Access revoked by a new ACL stops deliveries at once.
+            reloadables.append(ReloadThen(backend, broker.recheck_subscriptions))
     ReloadService(reloadables, reactor, options["tls-check-interval"]).setServiceParent(service)
+    BackendsService([*options.authenticators, *options.authorizers]).setServiceParent(service)
     return service

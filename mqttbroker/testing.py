@@ -125,10 +125,20 @@ class BrokerHarness:
     """A broker, its factory and a clock, for deterministic tests."""
 
     def __init__(
-        self, config: BrokerConfig | None = None, observers: Iterable[IBrokerObserver] = ()
+        self,
+        config: BrokerConfig | None = None,
+        observers: Iterable[IBrokerObserver] = (),
+        authenticators: Iterable[object] = (),
+        authorizers: Iterable[object] = (),
     ) -> None:
         self.clock = Clock()
-        self.broker = Broker(config, observers, clock=self.clock)
+        self.broker = Broker(
+            config,
+            observers,
+            clock=self.clock,
+            authenticators=authenticators,  # type: ignore[arg-type]
+            authorizers=authorizers,  # type: ignore[arg-type]
+        )
         self.factory = MQTTServerFactory(self.broker, clock=self.clock)
         self._port = 40000
 

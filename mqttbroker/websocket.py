@@ -71,6 +71,13 @@ class _MessageTransport:
         # The socket's buffer is where a slow reader shows: let it pause MQTT.
         self._websocket.transport.registerProducer(producer, streaming)  # type: ignore[union-attr]
 
+    def pauseProducing(self) -> None:  # noqa: N802
+        """Stop reading from the client (a decision about it is awaited)."""
+        self._websocket.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self._websocket.transport.resumeProducing()  # type: ignore[union-attr]
+
     def unregisterProducer(self) -> None:  # noqa: N802
         self._websocket.transport.unregisterProducer()  # type: ignore[union-attr]
 

@@ -103,7 +103,7 @@ class OptionsTests(SynchronousTestCase):
             _parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0 max-connections=5")
         )
         children = list(service)  # type: ignore[call-overload]
-        self.assertEqual(len(children), 4)
+        self.assertEqual(len(children), 5)
         self.assertIsInstance(children[0], BrokerService)
         self.assertIsInstance(children[3], ReloadService)
         first, second = children[1].factory, children[2].factory
@@ -121,7 +121,7 @@ class ListeningTests(TestCase):
         """The built service really listens when started, and stops cleanly."""
         service = tap.makeService(_parse("--listen", "tcp:0:interface=127.0.0.1"))
         service.startService()
-        [_, child, _] = list(service)  # type: ignore[call-overload]
+        [_, child, *_] = list(service)  # type: ignore[call-overload]
         # Read the port without consuming the Deferred's result: stopService needs it.
         ports: list[object] = []
         child._waitingForPort.addCallback(lambda port: ports.append(port) or port)
