@@ -57,6 +57,9 @@ SCRAM_ACCOUNT = "conformance:secret"
 #: A filter the broker the suite starts refuses: a shared subscription whose share
 #: name holds a wildcard ([MQTT-4.8.2-2]).
 OWN_REFUSED_FILTER = "$share/g+/refused"
+#: The ACL of the restricted broker (mosquitto's acl_file syntax, which both read):
+#: anonymous clients may use the suite's topics, and read but not write refused/.
+RESTRICTED_ACL = "topic readwrite conf/#\ntopic read refused/#\n"
 #: The Response Information the broker the suite starts gives (%c: the client id).
 RESPONSE_INFORMATION = "reply/%c/"
 
@@ -87,7 +90,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--restricted-broker",
         default=None,
         metavar="HOST:PORT",
-        help="a second broker, configured with Maximum QoS 1 and retained messages off, "
+        help="a second broker, configured with Maximum QoS 1, retained messages off and "
+        "an ACL letting anonymous clients read but not publish under refused/ "
+        "(conformance/conftest.py "
+        "RESTRICTED_ACL), "
         "for the statements that bind only such a broker (they are not run against a "
         "--broker without it; by default the suite starts one of its own)",
     )
@@ -229,15 +235,21 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
 @pytest.fixture(scope="session")
 def restricted_broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
     """
-    A broker with Maximum QoS 1 and no retained messages: the one --restricted-broker
+    A broker with Maximum QoS 1, no retained messages, and an ACL that lets anonymous
+    clients read but not publish under C{refused/}: the one --restricted-broker
     names, or (when the suite starts its own broker) a second one of ours.
     """
     given = request.config.getoption("--restricted-broker")
     if given:
         yield _address(given, 5)
         return
-    with _own_broker(5, "--max-qos", "1", "--no-retain") as started:
-        yield started
+    with tempfile.TemporaryDirectory(prefix="conformance-acl-") as directory:
+        acl = os.path.join(directory, "acl")
+        with open(acl, "w", encoding="utf-8") as f:
+            f.write(RESTRICTED_ACL)
+        options = ("--max-qos", "1", "--no-retain", "--acl", f"aclfile:file={acl}")
+        with _own_broker(5, *options) as started:
+            yield started
 
 
 @pytest.fixture(scope="session")

@@ -16,14 +16,18 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from conformance.conftest import BrokerUnderTest
-from conformance.test_publish import cid, topic
-from conformance.wire import WireClient
+from conformance.test_publish import RUN, cid, topic
+from conformance.wire import ClosedError, WireClient
 from mqttbroker.codec import (
     Connack,
     Connect,
     Disconnect,
+    Pingreq,
+    Pingresp,
     PropertyId,
+    Puback,
     Publish,
+    Pubrec,
     Suback,
     Subscribe,
     Subscription,
@@ -129,3 +133,32 @@ def test_retained_publish_gets_disconnect_0x9a(restricted: Restricted) -> None:
 def _connect_refused(client: WireClient, will: Will) -> Connack:
     client.send(Connect(cid("refused"), 5, True, 0, will=will))
     return _refused(client)
+
+
+@pytest.mark.mqtt311("MQTT-3.3.5-2")
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_unauthorized_publish_acknowledged_or_closed(
+    restricted_broker: BrokerUnderTest, qos: int
+) -> None:
+    """
+    A PUBLISH the broker's ACL refuses (under refused/, which clients may only read)
+    gets the acknowledgement its QoS calls for, or the connection is closed; if it
+    stays open it still serves; either way the message reaches nobody.
+    """
+    name = f"refused/{RUN}/{qos}"
+    with (
+        WireClient(restricted_broker.host, restricted_broker.port, 4) as reader,
+        WireClient(restricted_broker.host, restricted_broker.port, 4) as client,
+    ):
+        assert reader.connect(cid(f"refused-r{qos}")).reason_code == 0
+        reader.send(Subscribe(1, (Subscription(name, 1),)))
+        assert reader.expect(Suback).reason_codes == (1,)
+        assert client.connect(cid(f"refused-{qos}")).reason_code == 0
+        client.send(Publish(name, b"x", qos, packet_id=qos or None), Pingreq())
+        try:
+            packets, _ = client.receive_until(Pingresp)
+        except (AssertionError, ClosedError):
+            assert client.closed, "neither acknowledged nor closed"
+        else:
+            assert packets == {0: [], 1: [Puback(1)], 2: [Pubrec(2)]}[qos], packets
+        reader.expect_nothing()

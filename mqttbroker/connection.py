@@ -265,6 +265,23 @@ class ServerConnection:
             self._held = []
             self._output.pause_reading()
 
+    @property
+    def deciding(self) -> bool:
+        """A CONNECT waits for an authentication backend's answer."""
+        return self._held is not None and self.state is not State.CONNECTED
+
+    def decision_timed_out(self) -> None:
+        """
+        The authentication backend did not answer within the connect timeout: the
+        client is told the server is unavailable (0x88 / return code 3) rather
+        than left guessing, and may try again later.
+        """
+        self._held = None
+        self._refuse_connect(
+            ReasonCode.SERVER_UNAVAILABLE,
+            "the authentication backend did not answer in time",
+        )
+
     def _ended(self) -> bool:
         return self.state is State.CLOSED
 
@@ -491,7 +508,9 @@ class ServerConnection:
         identity = Identity(username, client_id, self.peer_host, decision.attributes)
         policy = self.broker.policy
         will = packet.will
-        if policy is not None and will is not None:
+        if will is not None and (will.topic == "$SYS" or will.topic.startswith("$SYS/")):
+            allowed: Any = False
+        elif policy is not None and will is not None:
             allowed = policy.may_publish(identity, will.topic, will.qos, will.retain)
             if isinstance(allowed, Deferred):
                 self._hold()
@@ -787,6 +806,11 @@ class ServerConnection:
             if checked is None:
                 return
             topic, properties, expires_at = checked
+        if topic[:4] == "$SYS" and (len(topic) == 4 or topic[4] == "/"):
+            # The broker's own namespace: no client may write there (spoofed
+            # statistics), whatever the ACL says.
+            self._publish_refused(packet, topic)
+            return
         policy = self.broker.policy
         if policy is not None and (qos < 2 or packet.packet_id not in self._awaiting()):
             identity = self.client_identity

@@ -227,6 +227,10 @@ class MQTTServerProtocol(Protocol, TimeoutMixin):
                 self._awaiting_proxy_header = False
                 self.close()
             return
+        if connection.deciding:
+            # The CONNECT came, but the authentication backend has not answered.
+            connection.decision_timed_out()
+            return
         if connection.state is not State.CONNECTED:
             _log.info(
                 "Closing {peer}: no CONNECT (or no authentication) within {timeout} s",

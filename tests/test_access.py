@@ -243,6 +243,23 @@ class ConnectTests(SynchronousTestCase):
         )
         self.assertEqual(client.transport.producerState, "producing")
 
+    def test_backend_too_slow(self) -> None:
+        """
+        No answer within the connect timeout: the client is told the server is
+        unavailable (0x88 / 3) and closed; the late answer changes nothing.
+        """
+        for level, code in ((5, R.SERVER_UNAVAILABLE), (4, 3)):
+            slow = Scripted(passwords({"alice": b"pw"}), deferred=True)
+            harness = self.harness(slow)
+            client = harness.client(level)
+            client.send(Connect("c", level, username="alice", password=b"pw"))
+            harness.clock.advance(harness.broker.config.connect_timeout)
+            self.assertEqual(kinds(client.received()), [("Connack", code)])
+            self.assertTrue(client.transport.disconnecting)
+            slow.answer_all()
+            self.assertEqual(client.received(), [])
+            self.assertNotIn("c", harness.broker.sessions)
+
     def test_closed_while_waiting(self) -> None:
         """A client gone before the answer comes is simply forgotten."""
         slow = Scripted(passwords({"alice": b"pw"}), deferred=True)
@@ -284,6 +301,26 @@ class ConnectTests(SynchronousTestCase):
         self.assertEqual(kinds(refused), [("Connack", R.NOT_AUTHORIZED)])
         refused = self.connack(harness, 4, username="a", will=Will("u/b/will", b"x"))
         self.assertEqual(kinds(refused), [("Connack", 5)])
+
+
+class SysTopicTests(SynchronousTestCase):
+    """$SYS belongs to the broker: no client writes there, ACL or not."""
+
+    def test_publish_and_will_refused(self) -> None:
+        harness = BrokerHarness()
+        watcher, _ = harness.connect("w", 4)
+        watcher.send(Subscribe(1, (Subscription("$SYS/#", 1),)))
+        watcher.received()
+        v5, _ = harness.connect("v5", 5)
+        v5.send(Publish("$SYS/broker/uptime", b"1", 1, packet_id=1))
+        self.assertEqual(kinds(v5.received()), [("Puback", R.NOT_AUTHORIZED)])
+        v4, _ = harness.connect("v4", 4)
+        v4.send(Publish("$SYS", b"2", 1, packet_id=2), Publish("$SYSTEM/x", b"3", 0))
+        self.assertEqual(v4.received(), [Puback(2)])
+        self.assertEqual(watcher.received(), [])
+        client = harness.client(5)
+        client.send(Connect("c", 5, will=Will("$SYS/fake", b"x")))
+        self.assertEqual(kinds(client.received()), [("Connack", R.NOT_AUTHORIZED)])
 
 
 class AuthorizationTests(SynchronousTestCase):

@@ -465,7 +465,7 @@ class RetainedTests(SynchronousTestCase):
 
     def test_wildcard_subscribe_gets_all_matching(self) -> None:
         """A wildcard subscribe gets all matching retained, not '$' topics [MQTT-4.7.2-1]."""
-        for topic in ("a", "a/b", "a/b/c", "b", "$SYS/x"):
+        for topic in ("a", "a/b", "a/b/c", "b", "$ops/x"):
             publish(self.publisher, topic, topic.encode(), 0, retain=True)
         self.assertEqual(
             sorted(p[0] for p in self._new_subscriber(("a/#", 0))), ["a", "a/b", "a/b/c"]
@@ -474,7 +474,7 @@ class RetainedTests(SynchronousTestCase):
         self.assertEqual(
             sorted(p[0] for p in self._new_subscriber(("#", 0))), ["a", "a/b", "a/b/c", "b"]
         )
-        self.assertEqual([p[0] for p in self._new_subscriber(("$SYS/+", 0))], ["$SYS/x"])
+        self.assertEqual([p[0] for p in self._new_subscriber(("$ops/+", 0))], ["$ops/x"])
         self.assertTrue(all(p[3] for p in self._new_subscriber(("#", 0))))
 
     def test_resent_on_resubscribe(self) -> None:
