@@ -590,9 +590,10 @@ class Broker:
         policy = self.policy
         topic = message.topic
         if len(tables) == 1:
-            for session, value in list(tables[0].items()):
-                if policy is not None and not policy.may_receive(session.identity, topic):
-                    continue
+            receivers = list(tables[0].items())
+            if policy is not None:
+                receivers = [r for r in receivers if policy.may_receive(r[0].identity, topic)]
+            for session, value in receivers:
                 if value < 4:
                     # The common case: a plain subscription (QoS only).
                     ok = session.deliver(message, value if value < qos else qos, False)

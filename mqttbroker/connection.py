@@ -230,22 +230,6 @@ class ServerConnection:
 
     def packet_received(self, packet: Packet) -> None:
         """Act on one decoded packet."""
-        held = self._held
-        if held is not None:
-            # A decision (authentication, authorization) is awaited: later packets
-            # wait for it, in order ([MQTT-3.1.4-?]: nothing after CONNECT is acted
-            # on before the CONNACK). Reading is paused, so only what was already
-            # read can pile up, and that is bounded too.
-            if len(held) >= _MAX_HELD:
-                self.protocol_violation(
-                    RemoteProtocolError(
-                        ReasonCode.QUOTA_EXCEEDED,
-                        f"more than {_MAX_HELD} packets sent while a decision was awaited",
-                    )
-                )
-                return
-            held.append(packet)
-            return
         handler = _HANDLERS[self.state].get(type(packet))
         if handler is None:
             if self.state is State.CLOSED:
@@ -263,7 +247,35 @@ class ServerConnection:
         """Keep later packets back until L{_release}: a decision is awaited."""
         if self._held is None:
             self._held = []
+            # While held, packets go to _keep (an instance attribute shadowing the
+            # method), so the usual path pays nothing for this.
+            self.packet_received = self._keep  # type: ignore[method-assign]
             self._output.pause_reading()
+
+    def _keep(self, packet: Packet) -> None:
+        """
+        A decision (authentication, authorization) is awaited: later packets wait
+        for it, in order (nothing after CONNECT is acted on before the CONNACK).
+        Reading is paused, so only what was already read can pile up, and that is
+        bounded too.
+        """
+        held = self._held
+        assert held is not None
+        if len(held) >= _MAX_HELD:
+            self._unhold()
+            self.protocol_violation(
+                RemoteProtocolError(
+                    ReasonCode.QUOTA_EXCEEDED,
+                    f"more than {_MAX_HELD} packets sent while a decision was awaited",
+                )
+            )
+            return
+        held.append(packet)
+
+    def _unhold(self) -> list[Packet] | None:
+        held, self._held = self._held, None
+        self.__dict__.pop("packet_received", None)
+        return held
 
     @property
     def deciding(self) -> bool:
@@ -276,7 +288,7 @@ class ServerConnection:
         client is told the server is unavailable (0x88 / return code 3) rather
         than left guessing, and may try again later.
         """
-        self._held = None
+        self._unhold()
         self._refuse_connect(
             ReasonCode.SERVER_UNAVAILABLE,
             "the authentication backend did not answer in time",
@@ -287,7 +299,7 @@ class ServerConnection:
 
     def _release(self, result: object = None) -> object:
         """Act on the packets held back, in order (some may hold again)."""
-        held, self._held = self._held, None
+        held = self._unhold()
         if held is None or self.state is State.CLOSED:
             return result
         self._output.resume_reading()
@@ -806,7 +818,7 @@ class ServerConnection:
             if checked is None:
                 return
             topic, properties, expires_at = checked
-        if topic[:4] == "$SYS" and (len(topic) == 4 or topic[4] == "/"):
+        if topic and topic[0] == "$" and (topic == "$SYS" or topic.startswith("$SYS/")):
             # The broker's own namespace: no client may write there (spoofed
             # statistics), whatever the ACL says.
             self._publish_refused(packet, topic)
