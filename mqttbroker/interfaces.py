@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from twisted.internet.defer import Deferred
+
+    from mqttbroker.persistence import Change, Snapshot
 
 __all__ = [
     "AuthDecision",
@@ -27,6 +31,7 @@ __all__ = [
     "IBackendPlugin",
     "IBrokerObserver",
     "IClientLink",
+    "IPersistence",
     "IReloadable",
     "Identity",
 ]
@@ -345,3 +350,27 @@ class IBackendPlugin(Interface):
         on). Raises ValueError, with a message naming the parameter, when they are
         wrong; the message reaches the operator as a usage error.
         """
+
+
+# -- persistence (--persistence) ---------------------------------------------------
+
+
+class IPersistence(Interface):
+    """
+    A store of the broker's durable state. Changes come in order and in groups;
+    a group is applied whole or not at all.
+    """
+
+    def load() -> Snapshot | Deferred[Snapshot]:
+        """Everything stored, read once at start (before any listener opens)."""
+
+    def apply(changes: Sequence[Change]) -> Deferred[None]:
+        """
+        Make C{changes} durable, in order, as one transaction. The Deferred fires
+        once they would survive a crash of the broker (and, for a local store, of
+        the machine), or fails with L{PersistenceError} when the store cannot take
+        them; then none of them is applied.
+        """
+
+    def close() -> Deferred[None]:
+        """Finish pending writes and release the store."""

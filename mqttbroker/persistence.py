@@ -1,0 +1,352 @@
+"""
+What the broker keeps on disk, and how it is written: the records a store holds, the
+changes the broker makes to them, and the journal that commits them in groups.
+
+The broker's state (sessions, their subscriptions, the messages owed to them, the
+QoS 2 identifiers awaiting PUBREL, retained messages, delayed wills) changes as
+packets come and go. Each change is a small record (L{Change}); the L{Journal}
+gathers the changes of one reactor turn and hands them to the store
+(L{IPersistence.apply}) as one transaction, off the reactor thread for stores that
+block. Acknowledgements that promise durability wait for L{Journal.durable}, which
+fires once everything recorded before it is committed: group commit, so that a
+thousand PUBACKs of one turn cost one disk sync.
+
+Stores are backends (C{--persistence sqlite:path=...}, C{redis:url=...},
+C{memory}); this module is the contract between them and the broker, and imports no
+reactor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mqttbroker.codec import Will
+from mqttbroker.interfaces import IPersistence
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+__all__ = [
+    "AddAwaitingRel",
+    "Change",
+    "DeleteAwaitingRel",
+    "DeleteDelivery",
+    "DeleteRetained",
+    "DeleteSession",
+    "DeleteSubscription",
+    "DeleteWill",
+    "Journal",
+    "MemoryPersistence",
+    "PersistenceError",
+    "PutDelivery",
+    "PutRetained",
+    "PutSession",
+    "PutSubscription",
+    "PutWill",
+    "Snapshot",
+    "StoredDelivery",
+    "StoredMessage",
+    "StoredSession",
+    "UpdateDelivery",
+]
+
+_log = Logger()
+
+
+class PersistenceError(Exception):
+    """The store could not take the changes (unreachable, disk full, corrupt)."""
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """
+    A message as stored.
+
+    @ivar properties: the MQTT 5 properties, encoded as a property block (the codec's
+        wire form, so every property round-trips); empty without properties.
+    @ivar expires_at: when it expires, in seconds since the epoch (wall clock, so that
+        it means the same after a restart), or None.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: bytes = b""
+    publisher: str | None = None
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    """
+    A message owed to a session: queued (C{packet_id} None) or in flight.
+
+    @ivar seq: its place in the session's order; unique per session, increasing.
+    @ivar qos: the QoS it is delivered at (after downgrade).
+    @ivar released: QoS 2 in flight whose PUBREC came: PUBREL is what is re-sent.
+    @ivar shared: the shared group it came through (C{"group/filter"}), if any.
+    """
+
+    seq: int
+    message: StoredMessage
+    qos: int
+    retain: bool = False
+    subscription_ids: tuple[int, ...] = ()
+    packet_id: int | None = None
+    released: bool = False
+    shared: str | None = None
+
+
+@dataclass
+class StoredSession:
+    """
+    A persistent session as stored, with everything that belongs to it.
+
+    @ivar expiry_interval: MQTT 5 Session Expiry Interval (None: a 3.1.1 session,
+        kept until a clean session replaces it or its TTL passes).
+    @ivar disconnected_at: when its client went away (epoch seconds), None while
+        connected; with C{expiry_interval} it says when the session expires.
+    """
+
+    client_id: str
+    expiry_interval: int | None = None
+    disconnected_at: float | None = None
+    username: str | None = None
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    deliveries: list[StoredDelivery] = field(default_factory=list)
+    awaiting_rel: set[int] = field(default_factory=set)
+    will: Will | None = None
+    will_at: float | None = None
+
+
+@dataclass
+class Snapshot:
+    """Everything a store holds, as the broker reads it at start."""
+
+    sessions: list[StoredSession] = field(default_factory=list)
+    retained: list[StoredMessage] = field(default_factory=list)
+
+
+# -- changes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PutSession:
+    """Create a session, or update its own fields (not what belongs to it)."""
+
+    client_id: str
+    expiry_interval: int | None
+    disconnected_at: float | None
+    username: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteSession:
+    """Remove a session and everything that belongs to it."""
+
+    client_id: str
+
+
+@dataclass(frozen=True)
+class PutSubscription:
+    client_id: str
+    topic_filter: str
+    #: The broker's subscription value: QoS | options | subscription id << 4.
+    value: int
+
+
+@dataclass(frozen=True)
+class DeleteSubscription:
+    client_id: str
+    topic_filter: str
+
+
+@dataclass(frozen=True)
+class PutDelivery:
+    client_id: str
+    delivery: StoredDelivery
+
+
+@dataclass(frozen=True)
+class UpdateDelivery:
+    """A delivery left the queue (got a packet id) or was PUBREC'd."""
+
+    client_id: str
+    seq: int
+    packet_id: int | None
+    released: bool
+
+
+@dataclass(frozen=True)
+class DeleteDelivery:
+    client_id: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class AddAwaitingRel:
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True)
+class DeleteAwaitingRel:
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True)
+class PutRetained:
+    message: StoredMessage
+
+
+@dataclass(frozen=True)
+class DeleteRetained:
+    topic: str
+
+
+@dataclass(frozen=True)
+class PutWill:
+    """A will waiting for its delay; published at C{at} (epoch seconds) unless cancelled."""
+
+    client_id: str
+    will: Will
+    at: float
+
+
+@dataclass(frozen=True)
+class DeleteWill:
+    client_id: str
+
+
+Change = (
+    PutSession
+    | DeleteSession
+    | PutSubscription
+    | DeleteSubscription
+    | PutDelivery
+    | UpdateDelivery
+    | DeleteDelivery
+    | AddAwaitingRel
+    | DeleteAwaitingRel
+    | PutRetained
+    | DeleteRetained
+    | PutWill
+    | DeleteWill
+)
+
+
+@implementer(IPersistence)
+class MemoryPersistence:
+    """
+    No store: nothing survives a restart (what mosquitto does without persistence).
+    Every group is "committed" at once.
+    """
+
+    def __init__(self) -> None:
+        self.applied = 0
+
+    def load(self) -> Snapshot:
+        return Snapshot()
+
+    def apply(self, changes: Sequence[Change]) -> Deferred[None]:
+        self.applied += len(changes)
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+# -- the journal: group commit ---------------------------------------------------------
+
+
+class Journal:
+    """
+    Gathers the broker's changes and commits them in groups, one group at a time, in
+    order: what one reactor turn records goes to the store together, after the
+    previous group is committed.
+
+    @ivar delay: seconds to wait before committing a group (0: at the end of this
+        reactor turn), so that a burst spread over a few turns shares one commit.
+    @ivar failed: the changes of groups the store refused, counted.
+    """
+
+    def __init__(self, store: IPersistence, clock: IReactorTime, delay: float = 0.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.delay = delay
+        self._pending: list[Change] = []
+        self._waiters: list[Deferred[None]] = []
+        self._scheduled = False
+        self._committing = False
+        self.failed = 0
+        #: Called with the failure when a group could not be committed (the broker
+        #: logs it and refuses new QoS 1/2 messages until a commit succeeds).
+        self.on_failure: Callable[[Failure], object] = lambda failure: None
+        #: Whether the last commit succeeded.
+        self.healthy = True
+
+    def record(self, change: Change) -> None:
+        """Add a change to the next group."""
+        self._pending.append(change)
+        self._schedule()
+
+    def durable(self) -> Deferred[None]:
+        """
+        Fires once every change recorded so far is committed; fails with
+        L{PersistenceError} if their group could not be.
+        """
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        self._schedule()
+        return waiter
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._committing:
+            self._scheduled = True
+            self.clock.callLater(self.delay, self._commit)
+
+    def _commit(self) -> None:
+        self._scheduled = False
+        changes, self._pending = self._pending, []
+        waiters, self._waiters = self._waiters, []
+        if not changes:
+            for waiter in waiters:
+                waiter.callback(None)
+            return
+        self._committing = True
+        try:
+            result: Any = self.store.apply(changes)
+        except Exception:
+            result = Failure()
+        if isinstance(result, Failure):
+            self._done(result, changes, waiters)
+            return
+        result.addBoth(self._done, changes, waiters)
+
+    def _done(self, result: object, changes: list[Change], waiters: list[Deferred[None]]) -> None:
+        self._committing = False
+        if isinstance(result, Failure):
+            self.failed += len(changes)
+            self.healthy = False
+            self.on_failure(result)
+            error = result.value if isinstance(result.value, PersistenceError) else None
+            for waiter in waiters:
+                waiter.errback(error or PersistenceError(result.getErrorMessage()))
+        else:
+            self.healthy = True
+            for waiter in waiters:
+                waiter.callback(None)
+        if self._pending or self._waiters:
+            self._schedule()
