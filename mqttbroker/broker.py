@@ -29,6 +29,18 @@ from mqttbroker.interfaces import (
     IBrokerObserver,
     IClientLink,
 )
+from mqttbroker.persistence import (
+    DeleteRetained,
+    DeleteSession,
+    DeleteSubscription,
+    Journal,
+    PutRetained,
+    PutSession,
+    PutSubscription,
+    Snapshot,
+    restored_message,
+    stored_message,
+)
 from mqttbroker.session import Message, Session, SessionLimits
 from mqttbroker.topics import (
     RetainedStore,
@@ -203,10 +215,13 @@ class Broker:
         auth_methods: Iterable[IAuthenticationMethod] = (),
         authenticators: Iterable[IAuthenticator] = (),
         authorizers: Iterable[IAuthorizer] = (),
+        journal: Journal | None = None,
     ) -> None:
         self.config = config if config is not None else BrokerConfig()
         #: The --auth chain; empty: every client may connect.
         self.authenticators: list[IAuthenticator] = list(authenticators)
+        #: Where changes to durable state are recorded (None: nothing is stored).
+        self.journal = journal
         #: The --acl authorizers (all must allow); None: everything is allowed.
         self.policy: Policy | None = Policy(list(authorizers)) if authorizers else None
         #: MQTT 5 enhanced authentication methods, by name.
@@ -277,13 +292,84 @@ class Broker:
             self._cancel_will(existing)
             existing.persistent = persistent
             existing.expiry_interval = expiry_interval
+            self._store_session(existing, None)
             return existing, True
         session = Session(
             client_id, persistent, self.config.session_limits, self._message_dropped, self.now
         )
         session.expiry_interval = expiry_interval
         self.sessions[client_id] = session
+        self._store_session(session, None)
         return session, False
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """
+        Take back what a store held (at start, before any listener opens): the
+        persistent sessions, offline, with their subscriptions and expiry timers,
+        and the retained messages. Deliveries owed are restored by the session
+        layer as it learns to store them.
+        """
+        now = self.now()
+        for stored in snapshot.retained:
+            self.retained.set(stored.topic, restored_message(stored))
+        for record in snapshot.sessions:
+            session = Session(
+                record.client_id,
+                True,
+                self.config.session_limits,
+                self._message_dropped,
+                self.now,
+            )
+            session.expiry_interval = record.expiry_interval
+            session.stored = True
+            self.sessions[record.client_id] = session
+            for topic_filter, value in record.subscriptions.items():
+                self._index_subscription(session, topic_filter, value)
+            interval = record.expiry_interval
+            if interval is not None and interval != NEVER_EXPIRES:
+                offline_since = (
+                    record.disconnected_at if record.disconnected_at is not None else now
+                )
+                left = max(0.0, offline_since + interval - now)
+                session.expiry_call = self.clock.callLater(left, self._expire, session)
+
+    def _index_subscription(self, session: Session, topic_filter: str, value: int) -> bool:
+        """Put a checked subscription into the indexes; whether it is new there."""
+        shared = shared_subscription(topic_filter)
+        if shared is not None:
+            group = self._groups.get(shared)
+            if group is None:
+                group = self._groups[shared] = SharedGroup(*shared)
+                self.shared.add(shared[1], group, 0)
+            new = group.add(session, value)
+        else:
+            new = self.subscriptions.add(topic_filter, session, value)
+        session.subscriptions[topic_filter] = value
+        return new
+
+    def _store_session(self, session: Session, disconnected_at: float | None) -> None:
+        """Record a persistent session's own fields (and forget a stored one that no
+        longer is persistent)."""
+        journal = self.journal
+        if journal is None:
+            return
+        if session.persistent:
+            journal.record(
+                PutSession(
+                    session.client_id,
+                    session.expiry_interval,
+                    disconnected_at,
+                    session.identity.username if session.identity is not None else None,
+                )
+            )
+            if not session.stored:
+                session.stored = True
+                # Subscriptions it already had (a session that became persistent).
+                for topic_filter, value in session.subscriptions.items():
+                    journal.record(PutSubscription(session.client_id, topic_filter, value))
+        elif session.stored:
+            session.stored = False
+            journal.record(DeleteSession(session.client_id))
 
     def close_session(self, session: Session, link: IClientLink) -> None:
         """
@@ -299,6 +385,7 @@ class Broker:
         if not session.persistent:
             self._discard(session)
             return
+        self._store_session(session, self.now())
         interval = session.expiry_interval
         if interval is not None and interval != NEVER_EXPIRES:
             session.expiry_call = self.clock.callLater(interval, self._expire, session)
@@ -380,6 +467,9 @@ class Broker:
         if groups:
             self._hand_over(session, groups)
         session.discard_state()
+        if session.stored and self.journal is not None:
+            session.stored = False
+            self.journal.record(DeleteSession(session.client_id))
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
@@ -469,15 +559,9 @@ class Broker:
             return TOPIC_FILTER_INVALID, False
         granted = min(qos, self.config.max_qos)
         value = granted | options | (subscription_id << SUBSCRIPTION_ID_SHIFT)
-        if shared is not None:
-            group = self._groups.get(shared)
-            if group is None:
-                group = self._groups[shared] = SharedGroup(*shared)
-                self.shared.add(shared[1], group, 0)
-            new = group.add(session, value)
-        else:
-            new = self.subscriptions.add(topic_filter, session, value)
-        session.subscriptions[topic_filter] = value
+        new = self._index_subscription(session, topic_filter, value)
+        if session.stored and self.journal is not None:
+            self.journal.record(PutSubscription(session.client_id, topic_filter, value))
         self.notify("subscribed", session.client_id, topic_filter, granted)
         return granted, new
 
@@ -528,6 +612,8 @@ class Broker:
         """Remove a subscription; True if there was one."""
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
+        if session.stored and self.journal is not None:
+            self.journal.record(DeleteSubscription(session.client_id, topic_filter))
         self._remove_subscription(session, topic_filter)
         self.notify("unsubscribed", session.client_id, topic_filter)
         return True
@@ -569,6 +655,12 @@ class Broker:
                 self.retained.set(message.topic, message)
             else:
                 self.retained.discard(message.topic)
+            if self.journal is not None:
+                self.journal.record(
+                    PutRetained(stored_message(message))
+                    if message.payload
+                    else DeleteRetained(message.topic)
+                )
         if self.observers:
             self.notify(
                 "message_published",

@@ -27,8 +27,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mqttbroker.codec import Will
+from mqttbroker.codec import PacketType, Will, decode_properties, encode_properties
 from mqttbroker.interfaces import IPersistence
+from mqttbroker.session import Message
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -55,6 +56,8 @@ __all__ = [
     "StoredMessage",
     "StoredSession",
     "UpdateDelivery",
+    "restored_message",
+    "stored_message",
 ]
 
 _log = Logger()
@@ -136,6 +139,37 @@ class Snapshot:
 
     sessions: list[StoredSession] = field(default_factory=list)
     retained: list[StoredMessage] = field(default_factory=list)
+
+
+def stored_message(message: Message) -> StoredMessage:
+    """A broker message as a store keeps it (properties in their wire form)."""
+    properties = message.properties
+    return StoredMessage(
+        message.topic,
+        message.payload,
+        message.qos,
+        message.retain,
+        encode_properties(properties, _PUBLISH, "stored message") if properties else b"",
+        message.publisher,
+        message.expires_at,
+    )
+
+
+def restored_message(stored: StoredMessage) -> Message:
+    """The broker message a stored one stands for."""
+    properties = decode_properties(stored.properties, _PUBLISH) if stored.properties else {}
+    return Message(
+        stored.topic,
+        stored.payload,
+        stored.qos,
+        stored.retain,
+        properties,
+        stored.publisher,
+        stored.expires_at,
+    )
+
+
+_PUBLISH = int(PacketType.PUBLISH)
 
 
 # -- changes ---------------------------------------------------------------------------

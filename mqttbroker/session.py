@@ -226,6 +226,7 @@ class Session:
         "link",
         "pending_will",
         "persistent",
+        "stored",
         "subscriptions",
         "will_call",
     )
@@ -253,6 +254,8 @@ class Session:
         self._window = limits.max_inflight
         self.subscriptions: dict[str, int] = {}
         self.link: IClientLink | None = None
+        #: Whether the broker's store holds this session (persistent, with a store).
+        self.stored = False
         #: Who the client is (an interfaces.Identity) since its last CONNECT, for
         #: the authorizers' read check on every delivery.
         self.identity: Identity | None = None

@@ -30,6 +30,7 @@ from mqttbroker.codec import (
     encode,
 )
 from mqttbroker.interfaces import IBrokerObserver
+from mqttbroker.persistence import Journal
 from mqttbroker.protocol import MQTTServerFactory, MQTTServerProtocol
 
 __all__ = ["BrokerHarness", "FakeClient", "disconnect", "publish", "publish_shape", "subscribe"]
@@ -130,12 +131,15 @@ class BrokerHarness:
         observers: Iterable[IBrokerObserver] = (),
         authenticators: Iterable[object] = (),
         authorizers: Iterable[object] = (),
+        store: object | None = None,
     ) -> None:
         self.clock = Clock()
+        journal = Journal(store, self.clock) if store is not None else None  # type: ignore[arg-type]
         self.broker = Broker(
             config,
             observers,
             clock=self.clock,
+            journal=journal,
             authenticators=authenticators,  # type: ignore[arg-type]
             authorizers=authorizers,  # type: ignore[arg-type]
         )

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from mqttbroker.codec import (
+    PropertyId,
+    Publish,
+    Subscribe,
+    Subscription,
+    Unsubscribe,
+)
 from mqttbroker.interfaces import IPersistence
 from mqttbroker.persistence import (
     Change,
     DeleteRetained,
+    DeleteSession,
+    DeleteSubscription,
     Journal,
     MemoryPersistence,
     PersistenceError,
     PutRetained,
+    PutSession,
+    PutSubscription,
     Snapshot,
     StoredMessage,
+    StoredSession,
 )
+from mqttbroker.testing import BrokerHarness, subscribe
+from mqttbroker.testing import publish_shape as shape
 
 
 @implementer(IPersistence)
@@ -124,3 +139,131 @@ class JournalTests(SynchronousTestCase):
         waiter = journal.durable()
         self.clock.advance(0)
         self.successResultOf(waiter)
+
+
+# -- the broker's sessions, subscriptions and retained messages through a store -------
+
+
+@implementer(IPersistence)
+class ModelStore:
+    """
+    A store kept in dictionaries, with the semantics every real store must have: the
+    reference the SQLite and Redis stores are compared with.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, StoredSession] = {}
+        self.retained: dict[str, StoredMessage] = {}
+
+    def load(self) -> Snapshot:
+        sessions = [copy.deepcopy(s) for s in self.sessions.values()]
+        for session in sessions:
+            session.deliveries.sort(key=lambda d: d.seq)
+        return Snapshot(sessions, list(self.retained.values()))
+
+    def apply(self, changes: Sequence[Change]) -> Deferred[None]:
+        for change in changes:
+            self._apply(change)
+        return succeed(None)
+
+    def _apply(self, change: Change) -> None:
+        if isinstance(change, PutSession):
+            session = self.sessions.setdefault(change.client_id, StoredSession(change.client_id))
+            session.expiry_interval = change.expiry_interval
+            session.disconnected_at = change.disconnected_at
+            session.username = change.username
+        elif isinstance(change, DeleteSession):
+            self.sessions.pop(change.client_id, None)
+        elif isinstance(change, PutSubscription):
+            self.sessions[change.client_id].subscriptions[change.topic_filter] = change.value
+        elif isinstance(change, DeleteSubscription):
+            self.sessions[change.client_id].subscriptions.pop(change.topic_filter, None)
+        elif isinstance(change, PutRetained):
+            self.retained[change.message.topic] = change.message
+        elif isinstance(change, DeleteRetained):
+            self.retained.pop(change.topic, None)
+        else:
+            raise NotImplementedError(type(change).__name__)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class BrokerStoreTests(SynchronousTestCase):
+    """What the broker records, and what a restarted broker takes back."""
+
+    def setUp(self) -> None:
+        self.store = ModelStore()
+        verifyObject(IPersistence, self.store)
+        self.harness = BrokerHarness(store=self.store)
+
+    def restart(self) -> BrokerHarness:
+        """A new broker (a new process) on the same store."""
+        harness = BrokerHarness(store=self.store)
+        harness.broker.restore(self.store.load())
+        return harness
+
+    def test_persistent_session_and_subscriptions(self) -> None:
+        client, _ = self.harness.connect("p", 4, clean_start=False)
+        subscribe(client, ("a/#", 1), ("b", 0))
+        client.send(Unsubscribe(2, ("b",)))
+        self.harness.clock.advance(0)
+        self.assertEqual(self.store.sessions["p"].subscriptions, {"a/#": 1})
+        clean, _ = self.harness.connect("c", 4)
+        subscribe(clean, ("x", 1))
+        self.harness.clock.advance(0)
+        self.assertNotIn("c", self.store.sessions)
+
+        harness = self.restart()
+        self.assertEqual(harness.broker.sessions["p"].subscriptions, {"a/#": 1})
+        self.assertNotIn("c", harness.broker.sessions)
+        # The restored subscription routes: a publish reaches the client when it
+        # comes back (the session is present).
+        client, connack = harness.connect("p", 4, clean_start=False)
+        self.assertTrue(connack.session_present)
+        publisher, _ = harness.connect("pub", 4)
+        publisher.send(Publish("a/1", b"m", 1, packet_id=1))
+        self.assertEqual(shape(client.received()), [("a/1", b"m", 1, False, False)])
+
+    def test_clean_start_deletes(self) -> None:
+        self.harness.connect("p", 4, clean_start=False)
+        self.harness.clock.advance(0)
+        self.assertIn("p", self.store.sessions)
+        self.harness.connect("p", 4, clean_start=True)
+        self.harness.clock.advance(0)
+        self.assertNotIn("p", self.store.sessions)
+
+    def test_mqtt5_expiry_survives_restart(self) -> None:
+        """The expiry timer restarts from when the client left, not from the restart."""
+        client, _ = self.harness.connect(
+            "e", 5, properties={PropertyId.SESSION_EXPIRY_INTERVAL: 100}
+        )
+        self.harness.clock.advance(10)
+        client.drop()
+        self.harness.clock.advance(0)
+        self.assertEqual(self.store.sessions["e"].disconnected_at, 10.0)
+        harness = self.restart()
+        harness.clock.advance(109.0)
+        self.assertIn("e", harness.broker.sessions)
+        harness.clock.advance(1.0)
+        self.assertNotIn("e", harness.broker.sessions)
+        harness.clock.advance(0)
+        self.assertNotIn("e", self.store.sessions)
+
+    def test_retained(self) -> None:
+        publisher, _ = self.harness.connect("pub", 5)
+        properties = {PropertyId.CONTENT_TYPE: "text/plain"}
+        publisher.send(Publish("r/1", b"kept", 1, retain=True, packet_id=1, properties=properties))
+        publisher.send(Publish("r/2", b"gone", 1, retain=True, packet_id=2))
+        publisher.send(Publish("r/2", b"", 1, retain=True, packet_id=3))
+        self.harness.clock.advance(0)
+        self.assertEqual(sorted(self.store.retained), ["r/1"])
+        harness = self.restart()
+        client, _ = harness.connect("s", 5)
+        client.send(Subscribe(1, (Subscription("r/#", 1),)))
+        [_, retained] = client.received()
+        assert isinstance(retained, Publish)
+        self.assertEqual(
+            (retained.topic, retained.payload, retained.retain), ("r/1", b"kept", True)
+        )
+        self.assertEqual(retained.properties.get(PropertyId.CONTENT_TYPE), "text/plain")

@@ -3,7 +3,7 @@ The MQTT 3.1 / 3.1.1 / 5.0 codec: packets, properties, reason codes, an incremen
 decoder and an encoder. Sans-I/O: nothing here imports Twisted.
 """
 
-from mqttbroker.codec.decoder import Decoder, decode_all
+from mqttbroker.codec.decoder import Decoder, decode_all, decode_properties
 from mqttbroker.codec.encoder import EncodedPublish, encode, encode_properties
 from mqttbroker.codec.packets import (
     PROTOCOL_NAMES,
@@ -88,6 +88,7 @@ __all__ = [
     "connack_return_code_for",
     "decode_all",
     "encode",
+    "decode_properties",
     "encode_properties",
     "int_property",
     "reason_code_name",

@@ -58,7 +58,7 @@ from mqttbroker.codec.reason_codes import (
 )
 from mqttbroker.errors import RemoteProtocolError
 
-__all__ = ["Decoder", "decode_all"]
+__all__ = ["Decoder", "decode_all", "decode_properties"]
 
 _CONNECT = PacketType.CONNECT
 _PUBLISH_TYPE = 3
@@ -179,6 +179,17 @@ def _decode_properties(
         error.args = (error.reason_code, error.message)
         raise
     return props, stop
+
+
+def decode_properties(data: bytes, context: int, name: str = "stored") -> Properties:
+    """
+    A whole property block, length prefix included (as L{encode_properties} writes
+    it), read with the rules of C{context}: for properties kept outside packets.
+    """
+    properties, end = _decode_properties(data, 0, len(data), context, name)
+    if end != len(data):
+        raise malformed(f"{name}: {len(data) - end} bytes after the property block")
+    return properties
 
 
 def _read_packet_id(data: bytes, pos: int, end: int, name: str) -> tuple[int, int]:
