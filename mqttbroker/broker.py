@@ -306,8 +306,8 @@ class Broker:
         """
         Take back what a store held (at start, before any listener opens): the
         persistent sessions, offline, with their subscriptions and expiry timers,
-        and the retained messages. Deliveries owed are restored by the session
-        layer as it learns to store them.
+        the messages owed to them (in flight with their packet identifiers, then
+        queued), the QoS 2 identifiers awaiting PUBREL, and the retained messages.
         """
         now = self.now()
         for stored in snapshot.retained:
@@ -322,9 +322,11 @@ class Broker:
             )
             session.expiry_interval = record.expiry_interval
             session.stored = True
+            session.journal = self.journal
             self.sessions[record.client_id] = session
             for topic_filter, value in record.subscriptions.items():
                 self._index_subscription(session, topic_filter, value)
+            session.restore(record.deliveries, record.awaiting_rel, self._group_named)
             interval = record.expiry_interval
             if interval is not None and interval != NEVER_EXPIRES:
                 offline_since = (
@@ -332,6 +334,11 @@ class Broker:
                 )
                 left = max(0.0, offline_since + interval - now)
                 session.expiry_call = self.clock.callLater(left, self._expire, session)
+
+    def _group_named(self, name: str) -> SharedGroup | None:
+        """The shared group a stored delivery names (C{"group/filter"}), if it exists."""
+        group_name, _, topic_filter = name.partition("/")
+        return self._groups.get((group_name, topic_filter))
 
     def _index_subscription(self, session: Session, topic_filter: str, value: int) -> bool:
         """Put a checked subscription into the indexes; whether it is new there."""
@@ -364,11 +371,13 @@ class Broker:
             )
             if not session.stored:
                 session.stored = True
+                session.journal = journal
                 # Subscriptions it already had (a session that became persistent).
                 for topic_filter, value in session.subscriptions.items():
                     journal.record(PutSubscription(session.client_id, topic_filter, value))
         elif session.stored:
             session.stored = False
+            session.journal = None
             journal.record(DeleteSession(session.client_id))
 
     def close_session(self, session: Session, link: IClientLink) -> None:
@@ -469,6 +478,7 @@ class Broker:
         session.discard_state()
         if session.stored and self.journal is not None:
             session.stored = False
+            session.journal = None
             self.journal.record(DeleteSession(session.client_id))
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]

@@ -12,6 +12,7 @@ data, in C{_HANDLERS}; a packet missing from the table is a protocol violation.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import Enum
@@ -20,6 +21,7 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mqttbroker.access import authenticate, client_id_allowed, gather
@@ -197,6 +199,8 @@ class ServerConnection:
         #: Packets held back while a decision is awaited (None: none is).
         self._held: list[Packet] | None = None
         self._refused_publishes = 0
+        #: Acknowledgements waiting for the store (None: none is).
+        self._acks: deque[list[Any]] | None = None
         self.state = State.AWAIT_CONNECT
         self.protocol_level = 4
         self.client_id: str | None = None
@@ -903,13 +907,20 @@ class ServerConnection:
             return
         pid = packet.packet_id
         assert pid is not None
+        journal = self.broker.journal
+        mark = journal.recorded if journal is not None else 0
         if qos == 1:
             matched, refused = self.broker.publish(message)
+            code = 0
             if self.protocol_level == 5 and (not matched or refused == matched):
                 code = self._publish_code(matched, refused)
-                self._send_v5(Puback(pid, code), _PUBLISH_REASONS.get(code))
+            if journal is None and not self._acks:
+                if code:
+                    self._send_v5(Puback(pid, code), _PUBLISH_REASONS.get(code))
+                else:
+                    self.write(_pack_ack(0x40, 2, pid))
             else:
-                self.write(_pack_ack(0x40, 2, pid))
+                self._acknowledge_when_stored(mark, 0x40, pid, code)
             return
         # QoS 2: route once per packet identifier until the PUBREL releases it, so a
         # re-sent PUBLISH is acknowledged again but not delivered twice (4.3.3).
@@ -934,11 +945,83 @@ class ServerConnection:
             if self.protocol_level == 5:
                 code = self._publish_code(matched, refused)
             if code < 0x80:
-                awaiting.add(pid)
-        if code:
-            self._send_v5(Pubrec(pid, code), _PUBLISH_REASONS.get(code))
+                session.await_release(pid)
+        if journal is None and not self._acks:
+            if code:
+                self._send_v5(Pubrec(pid, code), _PUBLISH_REASONS.get(code))
+            else:
+                self.write(_pack_ack(0x50, 2, pid))
         else:
-            self.write(_pack_ack(0x50, 2, pid))
+            self._acknowledge_when_stored(mark, 0x50, pid, code)
+
+    # -- acknowledgements that promise durability ----------------------------------------
+
+    def _acknowledge_when_stored(self, mark: int, first: int, pid: int, code: int) -> None:
+        """
+        Send a PUBACK (C{first} 0x40) or PUBREC (0x50) once what the message changed
+        in the store is committed: an acknowledged message survives a crash. Acks
+        leave in the order their PUBLISH packets came ([MQTT-4.6.0-2], 3.1.1), so one
+        that waits holds back those after it.
+        """
+        journal = self.broker.journal
+        waiting = journal is not None and journal.recorded != mark
+        acks = self._acks
+        if not waiting and not acks:
+            self._send_ack(first, pid, code, True)
+            return
+        entry: list[Any] = [not waiting, True, first, pid, code]
+        if acks is None:
+            acks = self._acks = deque()
+        acks.append(entry)
+        if waiting:
+            assert journal is not None
+            journal.durable().addCallbacks(
+                self._stored, self._not_stored, callbackArgs=(entry,), errbackArgs=(entry,)
+            )
+
+    def _stored(self, result: object, entry: list[Any]) -> None:
+        entry[0] = True
+        self._flush_acks()
+
+    def _not_stored(self, failure: Failure, entry: list[Any]) -> None:
+        entry[0] = True
+        entry[1] = False
+        self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        acks = self._acks
+        while acks and acks[0][0]:
+            _, ok, first, pid, code = acks.popleft()
+            if self.state is not State.CONNECTED:
+                acks.clear()
+                break
+            self._send_ack(first, pid, code, ok)
+        if not acks:
+            self._acks = None
+
+    def _send_ack(self, first: int, pid: int, code: int, stored: bool) -> None:
+        if not stored:
+            # Not acknowledged: the client keeps the message and sends it again. An
+            # MQTT 5 client is told why; a 3.1.1 client has no way to be, and its
+            # connection is closed instead of acknowledged (it re-sends on reconnect).
+            _log.warn(
+                "Could not store a message from {client_id}: refusing it",
+                client_id=self.client_id,
+            )
+            if self.protocol_level == 5:
+                ack = Puback(pid, ReasonCode.UNSPECIFIED_ERROR) if first == 0x40 else None
+                reason = "the broker could not store the message; try again later"
+                self._send_v5(ack or Pubrec(pid, ReasonCode.UNSPECIFIED_ERROR), reason)
+                if first == 0x50 and self.session is not None:
+                    self.session.released(pid)
+            else:
+                self._end("the message store failed")
+            return
+        if code:
+            answer: Puback | Pubrec = Puback(pid, code) if first == 0x40 else Pubrec(pid, code)
+            self._send_v5(answer, _PUBLISH_REASONS.get(code))
+        else:
+            self.write(_pack_ack(first, 2, pid))
 
     @staticmethod
     def _publish_code(matched: int, refused: int) -> int:
@@ -1039,9 +1122,7 @@ class ServerConnection:
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         assert self.session is not None
-        awaiting = self.session.awaiting_rel
-        if packet.packet_id in awaiting or self.protocol_level != 5:
-            awaiting.discard(packet.packet_id)
+        if self.session.released(packet.packet_id) or self.protocol_level != 5:
             self.write(_pack_ack(0x70, 2, packet.packet_id))
         else:
             self._send_v5(

@@ -29,10 +29,11 @@ from zope.interface import implementer
 
 from mqttbroker.codec import PacketType, Will, decode_properties, encode_properties
 from mqttbroker.interfaces import IPersistence
-from mqttbroker.session import Message
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
+
+    from mqttbroker.session import Message
 
 __all__ = [
     "AddAwaitingRel",
@@ -157,6 +158,8 @@ def stored_message(message: Message) -> StoredMessage:
 
 def restored_message(stored: StoredMessage) -> Message:
     """The broker message a stored one stands for."""
+    from mqttbroker.session import Message  # noqa: PLC0415 (session imports this module)
+
     properties = decode_properties(stored.properties, _PUBLISH) if stored.properties else {}
     return Message(
         stored.topic,
@@ -325,6 +328,9 @@ class Journal:
         self._scheduled = False
         self._committing = False
         self.failed = 0
+        #: Changes recorded since start: a caller compares it before and after an
+        #: action to know whether the action changed stored state.
+        self.recorded = 0
         #: Called with the failure when a group could not be committed (the broker
         #: logs it and refuses new QoS 1/2 messages until a commit succeeds).
         self.on_failure: Callable[[Failure], object] = lambda failure: None
@@ -333,6 +339,7 @@ class Journal:
 
     def record(self, change: Change) -> None:
         """Add a change to the next group."""
+        self.recorded += 1
         self._pending.append(change)
         self._schedule()
 

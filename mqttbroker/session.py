@@ -20,6 +20,17 @@ from dataclasses import dataclass
 
 from mqttbroker.codec import EncodedPublish, Properties, PropertyId, Publish, Will
 from mqttbroker.interfaces import IClientLink, Identity
+from mqttbroker.persistence import (
+    AddAwaitingRel,
+    DeleteAwaitingRel,
+    DeleteDelivery,
+    Journal,
+    PutDelivery,
+    StoredDelivery,
+    UpdateDelivery,
+    restored_message,
+    stored_message,
+)
 
 __all__ = ["EXPIRED", "QOS0_OFFLINE", "TOO_LARGE", "Message", "Session", "SessionLimits"]
 
@@ -147,7 +158,7 @@ class SessionLimits:
 class _Outbound:
     """A QoS 1/2 message sent to the client and not yet fully acknowledged."""
 
-    __slots__ = ("message", "qos", "released", "retain", "shared", "subscription_ids")
+    __slots__ = ("message", "qos", "released", "retain", "seq", "shared", "subscription_ids")
 
     def __init__(
         self,
@@ -156,8 +167,11 @@ class _Outbound:
         retain: bool,
         subscription_ids: tuple[int, ...],
         shared: object = None,
+        seq: int = 0,
     ) -> None:
         self.message = message
+        #: Its place in the session's store (0: not stored).
+        self.seq = seq
         self.qos = qos
         self.retain = retain
         self.subscription_ids = subscription_ids
@@ -177,8 +191,9 @@ TOO_LARGE = "larger than the client's maximum packet size"
 #: Drop reasons that are the configured policy, not a full queue.
 _POLICY_DROPS = frozenset((QOS0_OFFLINE, EXPIRED, TOO_LARGE))
 
-#: (message, qos, retain flag, subscription ids, the shared group it came through).
-_QueueEntry = tuple[Message, int, bool, tuple[int, ...], object]
+#: (message, qos, retain flag, subscription ids, the shared group it came through,
+#: its place in the session's store: 0 when not stored).
+_QueueEntry = tuple[Message, int, bool, tuple[int, ...], object, int]
 
 #: Called when a message is dropped: (session, message, qos, reason, first), where
 #: C{qos} is the QoS it would have been delivered at and C{first} is True for the
@@ -192,6 +207,15 @@ def _ignore_drop(session: Session, message: Message, qos: int, reason: str, firs
 
 def _no_time() -> float:
     return 0.0
+
+
+def _group_name(shared: object) -> str | None:
+    """How a store names the shared group a message came through."""
+    if shared is None:
+        return None
+    name = getattr(shared, "name", None)
+    topic_filter = getattr(shared, "topic_filter", None)
+    return f"{name}/{topic_filter}" if name is not None else None
 
 
 class Session:
@@ -215,6 +239,7 @@ class Session:
         "_overflowing",
         "_queue",
         "_queued_bytes",
+        "_seq",
         "_window",
         "awaiting_rel",
         "client_id",
@@ -222,6 +247,7 @@ class Session:
         "expiry_call",
         "expiry_interval",
         "identity",
+        "journal",
         "limits",
         "link",
         "pending_will",
@@ -267,6 +293,10 @@ class Session:
         self._queued_bytes = 0
         self._next_pid = 1
         self._overflowing = False
+        #: Where changes to what this session is owed are recorded (a persistent
+        #: session of a broker with a store), or None.
+        self.journal: Journal | None = None
+        self._seq = 0
 
     def __repr__(self) -> str:
         state = "online" if self.link is not None else "offline"
@@ -334,7 +364,7 @@ class Session:
             and not self._queue
             and len(self._inflight) < self._window
         ):
-            self._send_new(link, message, qos, retain, subscription_ids, shared)
+            self._send_new(link, message, qos, retain, subscription_ids, shared, 0)
             return True
         return self._enqueue(message, qos, retain, subscription_ids, shared)
 
@@ -354,7 +384,20 @@ class Session:
         if reason is not None:
             self._dropped(message, qos, reason)
             return False
-        self._queue.append((message, qos, retain, subscription_ids, shared))
+        seq = 0
+        journal = self.journal
+        if journal is not None and qos:
+            self._seq = seq = self._seq + 1
+            journal.record(
+                PutDelivery(
+                    self.client_id,
+                    StoredDelivery(
+                        seq, stored_message(message), qos, retain, subscription_ids, None,
+                        False, _group_name(shared),
+                    ),
+                )
+            )  # fmt: skip
+        self._queue.append((message, qos, retain, subscription_ids, shared, seq))
         self._queued_bytes += message.size
         return True
 
@@ -435,13 +478,32 @@ class Session:
         qos: int,
         retain: bool,
         subscription_ids: tuple[int, ...],
-        shared: object = None,
+        shared: object,
+        seq: int,
     ) -> None:
+        """Send a QoS 1/2 message now: new (C{seq} 0), or from the queue."""
         encoded = self._encoding(link, message, qos, retain, subscription_ids)
+        journal = self.journal
         if encoded is None:
+            if seq and journal is not None:
+                journal.record(DeleteDelivery(self.client_id, seq))
             return
         pid = self._allocate_pid()
-        self._inflight[pid] = _Outbound(message, qos, retain, subscription_ids, shared)
+        if journal is not None:
+            if seq:
+                journal.record(UpdateDelivery(self.client_id, seq, pid, False))
+            else:
+                self._seq = seq = self._seq + 1
+                journal.record(
+                    PutDelivery(
+                        self.client_id,
+                        StoredDelivery(
+                            seq, stored_message(message), qos, retain, subscription_ids, pid,
+                            False, _group_name(shared),
+                        ),
+                    )
+                )  # fmt: skip
+        self._inflight[pid] = _Outbound(message, qos, retain, subscription_ids, shared, seq)
         link.write_sequence(encoded.chunks(pid))
 
     def drain(self) -> None:
@@ -453,12 +515,12 @@ class Session:
         inflight = self._inflight
         window = self._window
         while queue and link.writable:
-            message, qos, retain, subscription_ids, shared = queue[0]
+            message, qos, retain, subscription_ids, shared, seq = queue[0]
             if qos:
                 if len(inflight) >= window:
                     break
                 queue.popleft()
-                self._send_new(link, message, qos, retain, subscription_ids, shared)
+                self._send_new(link, message, qos, retain, subscription_ids, shared, seq)
             else:
                 queue.popleft()
                 self._send_qos0(link, message, retain, subscription_ids)
@@ -491,7 +553,7 @@ class Session:
         ]
         owed.extend(
             (message, qos, shared)
-            for message, qos, _, _, shared in self._queue
+            for message, qos, _, _, shared, _ in self._queue
             if qos and shared is not None
         )
         return owed
@@ -508,6 +570,7 @@ class Session:
             if message.expires_at is not None and message.expires_at <= now:
                 gone += 1
                 self._queued_bytes -= message.size
+                self._forget(entry[5])
                 self._dropped(message, entry[1], EXPIRED)
             else:
                 kept.append(entry)
@@ -528,9 +591,15 @@ class Session:
         if entry is None or entry.qos != 1:
             return False
         del self._inflight[packet_id]
+        self._forget(entry.seq)
         if self._queue:
             self.drain()
         return True
+
+    def _forget(self, seq: int) -> None:
+        """A stored delivery is over (acknowledged, dropped)."""
+        if seq and self.journal is not None:
+            self.journal.record(DeleteDelivery(self.client_id, seq))
 
     def pubrec(self, packet_id: int) -> bool:
         """
@@ -540,6 +609,8 @@ class Session:
         entry = self._inflight.get(packet_id)
         if entry is None or entry.qos != 2:
             return False
+        if not entry.released and entry.seq and self.journal is not None:
+            self.journal.record(UpdateDelivery(self.client_id, entry.seq, packet_id, True))
         entry.released = True
         return True
 
@@ -552,6 +623,7 @@ class Session:
         if entry is None or entry.qos != 2 or entry.released:
             return False
         del self._inflight[packet_id]
+        self._forget(entry.seq)
         if self._queue:
             self.drain()
         return True
@@ -562,9 +634,55 @@ class Session:
         if entry is None or not entry.released:
             return False
         del self._inflight[packet_id]
+        self._forget(entry.seq)
         if self._queue:
             self.drain()
         return True
+
+    def await_release(self, packet_id: int) -> None:
+        """An inbound QoS 2 message was routed; its PUBREL is awaited."""
+        self.awaiting_rel.add(packet_id)
+        if self.journal is not None:
+            self.journal.record(AddAwaitingRel(self.client_id, packet_id))
+
+    def released(self, packet_id: int) -> bool:
+        """The client's PUBREL came; True if the identifier was awaited."""
+        if packet_id not in self.awaiting_rel:
+            return False
+        self.awaiting_rel.discard(packet_id)
+        if self.journal is not None:
+            self.journal.record(DeleteAwaitingRel(self.client_id, packet_id))
+        return True
+
+    def restore(
+        self,
+        deliveries: list[StoredDelivery],
+        awaiting_rel: set[int],
+        shared_groups: Callable[[str], object],
+    ) -> None:
+        """
+        Take back what a store held for this session (at start): deliveries in
+        flight keep their packet identifiers and are re-sent with DUP when the
+        client comes back; queued ones keep their order.
+        """
+        for delivery in sorted(deliveries, key=lambda d: d.seq):
+            message = restored_message(delivery.message)
+            shared = shared_groups(delivery.shared) if delivery.shared else None
+            if delivery.packet_id is None:
+                self._queue.append(
+                    (message, delivery.qos, delivery.retain, delivery.subscription_ids,
+                     shared, delivery.seq)
+                )  # fmt: skip
+                self._queued_bytes += message.size
+            else:
+                entry = _Outbound(
+                    message, delivery.qos, delivery.retain, delivery.subscription_ids,
+                    shared, delivery.seq,
+                )  # fmt: skip
+                entry.released = delivery.released
+                self._inflight[delivery.packet_id] = entry
+            self._seq = max(self._seq, delivery.seq)
+        self.awaiting_rel.update(awaiting_rel)
 
     # -- connection lifecycle -------------------------------------------------------
 
@@ -596,6 +714,7 @@ class Session:
             if encoded.size > link.max_packet_size:
                 # Too large for the new connection: discarded as if delivered.
                 del self._inflight[pid]
+                self._forget(entry.seq)
                 self._dropped(message, entry.qos, TOO_LARGE)
                 continue
             link.write_sequence(encoded.chunks(pid, dup=True))

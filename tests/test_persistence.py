@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, succeed
@@ -13,26 +14,36 @@ from zope.interface.verify import verifyObject
 
 from mqttbroker.codec import (
     PropertyId,
+    Puback,
+    Pubcomp,
     Publish,
+    Pubrec,
+    Pubrel,
+    ReasonCode,
     Subscribe,
     Subscription,
     Unsubscribe,
 )
 from mqttbroker.interfaces import IPersistence
 from mqttbroker.persistence import (
+    AddAwaitingRel,
     Change,
+    DeleteAwaitingRel,
+    DeleteDelivery,
     DeleteRetained,
     DeleteSession,
     DeleteSubscription,
     Journal,
     MemoryPersistence,
     PersistenceError,
+    PutDelivery,
     PutRetained,
     PutSession,
     PutSubscription,
     Snapshot,
     StoredMessage,
     StoredSession,
+    UpdateDelivery,
 )
 from mqttbroker.testing import BrokerHarness, subscribe
 from mqttbroker.testing import publish_shape as shape
@@ -178,6 +189,25 @@ class ModelStore:
             self.sessions[change.client_id].subscriptions[change.topic_filter] = change.value
         elif isinstance(change, DeleteSubscription):
             self.sessions[change.client_id].subscriptions.pop(change.topic_filter, None)
+        elif isinstance(change, PutDelivery):
+            deliveries = self.sessions[change.client_id].deliveries
+            deliveries[:] = [d for d in deliveries if d.seq != change.delivery.seq]
+            deliveries.append(change.delivery)
+        elif isinstance(change, UpdateDelivery):
+            deliveries = self.sessions[change.client_id].deliveries
+            deliveries[:] = [
+                dataclasses.replace(d, packet_id=change.packet_id, released=change.released)
+                if d.seq == change.seq
+                else d
+                for d in deliveries
+            ]
+        elif isinstance(change, DeleteDelivery):
+            deliveries = self.sessions[change.client_id].deliveries
+            deliveries[:] = [d for d in deliveries if d.seq != change.seq]
+        elif isinstance(change, AddAwaitingRel):
+            self.sessions[change.client_id].awaiting_rel.add(change.packet_id)
+        elif isinstance(change, DeleteAwaitingRel):
+            self.sessions[change.client_id].awaiting_rel.discard(change.packet_id)
         elif isinstance(change, PutRetained):
             self.retained[change.message.topic] = change.message
         elif isinstance(change, DeleteRetained):
@@ -267,3 +297,123 @@ class BrokerStoreTests(SynchronousTestCase):
             (retained.topic, retained.payload, retained.retain), ("r/1", b"kept", True)
         )
         self.assertEqual(retained.properties.get(PropertyId.CONTENT_TYPE), "text/plain")
+
+
+class DeliveryStoreTests(SynchronousTestCase):
+    """Messages owed to persistent sessions: acknowledged only once stored."""
+
+    def setUp(self) -> None:
+        self.store = ModelStore()
+        self.harness = BrokerHarness(store=self.store)
+
+    def restart(self) -> BrokerHarness:
+        harness = BrokerHarness(store=self.store)
+        harness.broker.restore(self.store.load())
+        return harness
+
+    def offline_subscriber(self, client_id: str = "sub", qos: int = 1) -> None:
+        client, _ = self.harness.connect(client_id, 4, clean_start=False)
+        subscribe(client, ("t", qos))
+        client.drop()
+
+    def test_ack_after_commit_and_recovery(self) -> None:
+        """PUBACK waits for the commit; after a restart the queue is delivered in order."""
+        self.offline_subscriber()
+        publisher, _ = self.harness.connect("pub", 4)
+        for n in range(3):
+            publisher.send(Publish("t", bytes([n]), 1, packet_id=n + 1))
+        self.assertEqual(publisher.received(), [])
+        self.harness.clock.advance(0)
+        self.assertEqual(publisher.received(), [Puback(1), Puback(2), Puback(3)])
+        self.assertEqual([d.packet_id for d in self.store.sessions["sub"].deliveries], [None] * 3)
+        harness = self.restart()
+        client, connack = harness.connect("sub", 4, clean_start=False)
+        self.assertTrue(connack.session_present)
+        messages = [p for p in client.received() if isinstance(p, Publish)]
+        self.assertEqual([m.payload for m in messages], [b"\x00", b"\x01", b"\x02"])
+        harness.clock.advance(0)
+        # Sent: in flight now, with their packet identifiers.
+        self.assertEqual(
+            [d.packet_id for d in self.store.sessions["sub"].deliveries],
+            [m.packet_id for m in messages],
+        )
+        for m in messages:
+            client.send(Puback(m.packet_id))  # type: ignore[arg-type]
+        harness.clock.advance(0)
+        self.assertEqual(self.store.sessions["sub"].deliveries, [])
+
+    def test_in_flight_resent_with_dup_after_restart(self) -> None:
+        client, _ = self.harness.connect("sub", 4, clean_start=False)
+        subscribe(client, ("t", 1))
+        publisher, _ = self.harness.connect("pub", 4)
+        publisher.send(Publish("t", b"m", 1, packet_id=1))
+        [sent] = client.received()
+        self.harness.clock.advance(0)
+        harness = self.restart()
+        client, _ = harness.connect("sub", 4, clean_start=False)
+        [again] = client.received()
+        assert isinstance(again, Publish) and isinstance(sent, Publish)
+        self.assertEqual((again.packet_id, again.dup, again.payload), (sent.packet_id, True, b"m"))
+
+    def test_qos2_exactly_once_across_restart(self) -> None:
+        """
+        The receiver side: a QoS 2 message PUBREC'd before a restart is not routed
+        again when re-sent after it; the PUBREL still completes. The sender side: a
+        PUBREC'd delivery is resumed with PUBREL.
+        """
+        client, _ = self.harness.connect("sub", 4, clean_start=False)
+        subscribe(client, ("t", 2))
+        publisher, _ = self.harness.connect("pub", 4, clean_start=False)
+        publisher.send(Publish("t", b"once", 2, packet_id=9))
+        self.harness.clock.advance(0)
+        self.assertEqual(publisher.received(), [Pubrec(9)])
+        [delivery] = client.received()
+        assert isinstance(delivery, Publish)
+        client.send(Pubrec(delivery.packet_id))  # type: ignore[arg-type]
+        self.assertEqual(client.received(), [Pubrel(delivery.packet_id)])  # type: ignore[arg-type]
+        self.harness.clock.advance(0)
+
+        harness = self.restart()
+        publisher, _ = harness.connect("pub", 4, clean_start=False)
+        client, _ = harness.connect("sub", 4, clean_start=False)
+        self.assertEqual(client.received(), [Pubrel(delivery.packet_id)])  # type: ignore[arg-type]
+        publisher.send(Publish("t", b"once", 2, dup=True, packet_id=9), Pubrel(9))
+        harness.clock.advance(0)
+        self.assertEqual(publisher.received(), [Pubrec(9), Pubcomp(9)])
+        self.assertEqual(client.received(), [])
+
+    def test_store_failure_refuses(self) -> None:
+        """
+        A store that cannot take the message: MQTT 5 gets 0x80 instead of the PUBACK;
+        a 3.1.1 publisher is disconnected without one (it will send it again).
+        """
+        store = ManualStore()
+        harness = BrokerHarness(store=store)
+        client, _ = harness.connect("sub", 4, clean_start=False)
+        subscribe(client, ("t", 1))
+        client.drop()
+        harness.clock.advance(0)
+        store.finish()
+        v5, _ = harness.connect("p5", 5)
+        v5.send(Publish("t", b"x", 1, packet_id=1))
+        harness.clock.advance(0)
+        store.finish(PersistenceError("disk full"))
+        [ack] = v5.received()
+        self.assertEqual((type(ack), ack.reason_code), (Puback, ReasonCode.UNSPECIFIED_ERROR))  # type: ignore[union-attr]
+        v4, _ = harness.connect("p4", 4)
+        v4.send(Publish("t", b"y", 1, packet_id=1))
+        harness.clock.advance(0)
+        store.finish(PersistenceError("disk full"))
+        self.assertEqual(v4.received(), [])
+        self.assertTrue(v4.transport.disconnecting)
+        self.flushLoggedErrors()
+
+    def test_acks_keep_their_order(self) -> None:
+        """A PUBACK that needs no store does not overtake one waiting for a commit."""
+        self.offline_subscriber()
+        publisher, _ = self.harness.connect("pub", 4)
+        publisher.send(Publish("t", b"stored", 1, packet_id=1))
+        publisher.send(Publish("nobody", b"not stored", 1, packet_id=2))
+        self.assertEqual(publisher.received(), [])
+        self.harness.clock.advance(0)
+        self.assertEqual(publisher.received(), [Puback(1), Puback(2)])

@@ -28,8 +28,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mqttbroker.codec import WILL_PROPERTIES, Properties, Will, encode_properties
-from mqttbroker.codec.decoder import _decode_properties
+from mqttbroker.codec import (
+    WILL_PROPERTIES,
+    Properties,
+    Will,
+    decode_properties,
+    encode_properties,
+)
 from mqttbroker.errors import MQTTError
 from mqttbroker.interfaces import IPersistence
 from mqttbroker.persistence import (
@@ -260,6 +265,7 @@ class SQLiteStore:
         self.path = path
         self.synchronous = synchronous
         self.compact_interval = compact_interval
+        self._busy_timeout = busy_timeout
         self._lock_fd = _lock(path)
         try:
             self._connection = _open(path, synchronous, max_pages, busy_timeout)
@@ -425,10 +431,17 @@ class SQLiteStore:
         connection = self._connection
         before = connection.execute("PRAGMA freelist_count").fetchone()[0]
         if before:
-            connection.execute(f"PRAGMA incremental_vacuum({VACUUM_STEP})").fetchall()
+            # executescript steps the pragma to the end; execute() frees one page.
+            connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP});")
         after = connection.execute("PRAGMA freelist_count").fetchone()[0]
         if not after:
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            # TRUNCATE waits for readers (a backup): not here, where commits queue up
+            # behind it; if a reader is there, the next compaction truncates.
+            connection.execute("PRAGMA busy_timeout=0")
+            try:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
         return before - after, bool(after) and after < before
 
     def _close(self) -> None:
@@ -525,6 +538,9 @@ def _prepare(connection: sqlite3.Connection, path: str, synchronous: str, max_pa
             " another path"
         )
     try:
+        if version == 0:
+            # Chosen before anything is written (switching to WAL writes the header).
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreOpenError(f"SQLite store {path}: cannot use WAL mode (got {mode})")
@@ -534,8 +550,6 @@ def _prepare(connection: sqlite3.Connection, path: str, synchronous: str, max_pa
         if max_pages:
             connection.execute(f"PRAGMA max_page_count={int(max_pages)}").fetchall()
         if version == 0:
-            # auto_vacuum must be chosen before the first table exists.
-            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             connection.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -658,8 +672,7 @@ def _batches(statements: list[_Statement]) -> list[tuple[str, list[tuple[Any, ..
 
 def _decode_will(data: bytes) -> Properties:
     """Will properties as stored (the codec's property block) back to a dict."""
-    properties, _ = _decode_properties(data, 0, len(data), WILL_PROPERTIES, "stored will")
-    return properties
+    return decode_properties(data, WILL_PROPERTIES, "stored will")
 
 
 # -- the backend -----------------------------------------------------------------------
