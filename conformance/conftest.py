@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -159,6 +160,7 @@ def _own_broker(protocol: int, *options: str) -> Iterator[BrokerUnderTest]:
     """This project's broker, started with C{options} on a free loopback port."""
     port = _free_port()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = tempfile.mkdtemp(prefix="conformance-data-")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -169,6 +171,8 @@ def _own_broker(protocol: int, *options: str) -> Iterator[BrokerUnderTest]:
             "mqtt",
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",
+            "--data-dir",
+            data,
             *options,
         ],
         cwd=root,
@@ -185,6 +189,7 @@ def _own_broker(protocol: int, *options: str) -> Iterator[BrokerUnderTest]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ reactor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -303,6 +303,13 @@ class MemoryPersistence:
 
     def close(self) -> Deferred[None]:
         return succeed(None)
+
+
+def memory(parameters: Mapping[str, str]) -> MemoryPersistence:
+    """C{--persistence memory}: keep nothing."""
+    if parameters:
+        raise ValueError(f"memory takes no parameters, got {', '.join(sorted(parameters))}")
+    return MemoryPersistence()
 
 
 # -- the journal: group commit ---------------------------------------------------------

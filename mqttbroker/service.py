@@ -8,17 +8,27 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from twisted.application.service import Service
-from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mqttbroker.broker import Broker
+from mqttbroker.interfaces import IPersistence
+from mqttbroker.persistence import Journal, Snapshot
 
-__all__ = ["BackendsService", "BrokerService", "ReloadService", "ReloadThen", "Reloadable"]
+__all__ = [
+    "BackendsService",
+    "BrokerService",
+    "PersistenceService",
+    "ReloadService",
+    "ReloadThen",
+    "Reloadable",
+]
 
 _log = Logger()
 
@@ -139,3 +149,55 @@ class BackendsService(Service):
             if close is not None:
                 closing.append(maybeDeferred(close))
         return DeferredList(closing) if closing else None
+
+
+class PersistenceService(MultiService):
+    """
+    Takes the broker's state back from its store before anything else starts (its
+    children, the listeners among them, start only once the store is loaded), and
+    commits what is left and closes the store after they have stopped.
+    """
+
+    def __init__(self, broker: Broker, store: IPersistence, journal: Journal) -> None:
+        super().__init__()
+        self.broker = broker
+        self.store = store
+        self.journal = journal
+        #: Fires once the store is loaded and the children started (for tests).
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        loading: Deferred[Any] = maybeDeferred(self.store.load)
+        loading.addCallback(self._loaded)
+        loading.addErrback(self._failed)
+
+    def _loaded(self, snapshot: Snapshot) -> None:
+        self.broker.restore(snapshot)
+        owed = sum(len(s.deliveries) for s in snapshot.sessions)
+        _log.info(
+            "Loaded {sessions} session(s), {owed} message(s) owed to them and "
+            "{retained} retained message(s) from the store",
+            sessions=len(snapshot.sessions),
+            owed=owed,
+            retained=len(snapshot.retained),
+        )
+        for service in self:
+            service.startService()
+        self.ready.callback(None)
+
+    def _failed(self, failure: Failure) -> None:
+        _log.failure("Could not load the broker's state from its store; stopping", failure)
+        self.ready.errback(failure)
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        stopping: Deferred[Any] = maybeDeferred(super().stopService)
+
+        def flushed(_: object) -> Deferred[Any]:
+            # What the shutdown itself changed (wills, detached sessions) is kept.
+            return self.journal.durable().addBoth(lambda _: self.store.close())
+
+        return stopping.addBoth(flushed)

@@ -10,17 +10,24 @@ from typing import Any
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from mqttbroker.backends import BackendError, build_backend
+from mqttbroker.backends import (
+    BackendError,
+    backend_plugins,
+    build_backend,
+    parse_description,
+)
 from mqttbroker.broker import Broker, BrokerConfig
 from mqttbroker.codec import MAX_PACKET_SIZE
 from mqttbroker.endpoints import listener_service
 from mqttbroker.interfaces import IReloadable
 from mqttbroker.listeners import Listener, ListenerError, TLSSettings, parse_listener
 from mqttbroker.observers import LoggingObserver
+from mqttbroker.persistence import Journal, MemoryPersistence
 from mqttbroker.scram import ScramSha256, load_credentials
 from mqttbroker.service import (
     BackendsService,
     BrokerService,
+    PersistenceService,
     Reloadable,
     ReloadService,
     ReloadThen,
@@ -125,6 +132,16 @@ class Options(usage.Options):
             int,
         ],
         ["ws-path", None, "/mqtt", "The HTTP path of the WebSocket listeners."],
+        [
+            "persistence",
+            None,
+            "sqlite:",
+            "Where sessions, queued messages and retained messages are kept: "
+            "sqlite:[path=FILE] (the default: a file in --data-dir), "
+            "redis:url=redis://HOST:PORT/DB,prefix=mqtt:, or memory (nothing survives "
+            "a restart).",
+        ],
+        ["data-dir", None, "data", "The directory of the default SQLite store."],
         [
             "client-id-pattern",
             None,
@@ -339,6 +356,13 @@ class Options(usage.Options):
                 self.authenticators.append(build_backend(description, "auth"))
             except BackendError as error:
                 raise usage.UsageError(f"--auth: {error}") from None
+        try:
+            name, _ = parse_description(self["persistence"])
+        except BackendError as error:
+            raise usage.UsageError(f"--persistence: {error}") from None
+        if name not in backend_plugins("persistence"):
+            known = ", ".join(sorted(backend_plugins("persistence")))
+            raise usage.UsageError(f"--persistence: no store named {name!r} (known: {known})")
         for description in self["acl"]:
             try:
                 self.authorizers.append(build_backend(description, "acl"))
@@ -350,6 +374,17 @@ class Options(usage.Options):
                     build_options(listener.tls)
                 except TLSConfigurationError as error:
                     raise usage.UsageError(f"{listener.name}: {error}") from None
+
+    def store(self) -> Any:
+        """The store --persistence describes (built now: it opens files)."""
+        description = self["persistence"]
+        name, parameters = parse_description(description)
+        if name == "sqlite" and "path" not in parameters:
+            parameters.setdefault("data_dir", self["data-dir"])
+        try:
+            return backend_plugins("persistence")[name].build(parameters)
+        except (ValueError, OSError) as error:
+            raise usage.UsageError(f"--persistence {description!r}: {error}") from None
 
     def listeners(self) -> list[Listener]:
         """Every listener to start: --listen ones, then those the port options make."""
@@ -415,6 +450,8 @@ def makeService(options: Options) -> IService:
     methods = []
     if options["scram-users"]:
         methods.append(ScramSha256.from_file(options["scram-users"]))
+    store = options.store()
+    journal = None if isinstance(store, MemoryPersistence) else Journal(store, reactor)
     broker = Broker(
         options.broker_config(),
         observers=[LoggingObserver()],
@@ -422,8 +459,14 @@ def makeService(options: Options) -> IService:
         auth_methods=methods,
         authenticators=options.authenticators,
         authorizers=options.authorizers,
+        journal=journal,
     )
-    service = MultiService()
+    top = MultiService()
+    service: MultiService = top
+    if journal is not None:
+        # Everything else starts once the store is loaded, and stops before it closes.
+        service = PersistenceService(broker, store, journal)
+        service.setServiceParent(top)
     BrokerService(broker).setServiceParent(service)
     reloadables: list[Reloadable] = []
     for listener in options.listeners():
@@ -440,4 +483,4 @@ def makeService(options: Options) -> IService:
             reloadables.append(ReloadThen(backend, broker.recheck_subscriptions))
     ReloadService(reloadables, reactor, options["tls-check-interval"]).setServiceParent(service)
     BackendsService([*options.authenticators, *options.authorizers]).setServiceParent(service)
-    return service
+    return top

@@ -98,6 +98,9 @@ class BrokerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         handle, self.log_path = tempfile.mkstemp(prefix="mqttbroker-", suffix=".log")
         os.close(handle)
+        #: The broker's own store (the default SQLite file), kept across restarts of
+        #: this process object and removed with the log.
+        self.data_dir = tempfile.mkdtemp(prefix="mqttbroker-data-")
 
     @property
     def argv(self) -> list[str]:
@@ -111,6 +114,8 @@ class BrokerProcess:
             "mqtt",
             "--listen",
             f"tcp:0:interface={HOST}",
+            "--data-dir",
+            self.data_dir,
             *self.extra_args,
         ]
 
@@ -196,9 +201,10 @@ class BrokerProcess:
             process.wait()
 
     def remove_log(self) -> None:
-        """Delete the log file."""
+        """Delete the log file and the store."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_path)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 # -- paho-mqtt ---------------------------------------------------------------------------

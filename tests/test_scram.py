@@ -309,7 +309,10 @@ class CommandLineTests(SynchronousTestCase):
             with open(path, "w", encoding="utf-8") as f:
                 f.write(ScramCredentials.from_password("pw").to_line("bob") + "\n")
             options = tap.Options()
-            options.parseOptions(["--scram-users", path, "--listen", "tcp:0:interface=127.0.0.1"])
+            options.parseOptions(
+                ["--scram-users", path, "--persistence", "memory",
+                 "--listen", "tcp:0:interface=127.0.0.1"]
+            )  # fmt: skip
             service = tap.makeService(options)
             broker = next(iter(service)).broker  # type: ignore[call-overload]
             self.assertEqual(list(broker.auth_methods), [METHOD])

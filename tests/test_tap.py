@@ -7,9 +7,11 @@ user meets it after C{pip install .}.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer
@@ -18,8 +20,9 @@ from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from mqttbroker import tap
+from mqttbroker.backends.sqlite import SQLiteStore
 from mqttbroker.codec import MAX_PACKET_SIZE, Disconnect, ReasonCode, Subscribe, Subscription, Will
-from mqttbroker.service import BrokerService, ReloadService
+from mqttbroker.service import BrokerService, PersistenceService, ReloadService
 from mqttbroker.testing import BrokerHarness
 
 
@@ -100,8 +103,11 @@ class OptionsTests(SynchronousTestCase):
         reload service.
         """
         service = tap.makeService(
-            _parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0 max-connections=5")
-        )
+            _parse(
+                "--persistence", "memory",
+                "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0 max-connections=5",
+            )
+        )  # fmt: skip
         children = list(service)  # type: ignore[call-overload]
         self.assertEqual(len(children), 5)
         self.assertIsInstance(children[0], BrokerService)
@@ -119,7 +125,9 @@ class ListeningTests(TestCase):
 
     def test_make_service_listens(self) -> defer.Deferred[object]:
         """The built service really listens when started, and stops cleanly."""
-        service = tap.makeService(_parse("--listen", "tcp:0:interface=127.0.0.1"))
+        service = tap.makeService(
+            _parse("--persistence", "memory", "--listen", "tcp:0:interface=127.0.0.1")
+        )
         service.startService()
         [_, child, *_] = list(service)  # type: ignore[call-overload]
         # Read the port without consuming the Deferred's result: stopService needs it.
@@ -129,6 +137,31 @@ class ListeningTests(TestCase):
         self.assertTrue(port.getHost().port > 0)  # type: ignore[attr-defined]
         stopped: defer.Deferred[object] = defer.maybeDeferred(service.stopService)
         return stopped
+
+
+class StoreServiceTests(TestCase):
+    """With a store (the default SQLite), listeners open only once it is loaded."""
+
+    @defer.inlineCallbacks
+    def test_sqlite_default(self) -> Any:
+        directory = tempfile.mkdtemp(prefix="mqttbroker-tap-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        options = _parse("--data-dir", directory, "--listen", "tcp:0:interface=127.0.0.1")
+        service = tap.makeService(options)
+        [persistence] = list(service)  # type: ignore[call-overload]
+        self.assertIsInstance(persistence, PersistenceService)
+        self.assertIsInstance(persistence.store, SQLiteStore)
+        self.assertTrue(os.path.exists(os.path.join(directory, "mqttbroker.sqlite3")))
+        service.startService()
+        yield persistence.ready
+        [_, listening, *_] = list(persistence)
+        self.assertTrue(listening.running)
+        yield defer.maybeDeferred(service.stopService)
+
+    def test_unknown_store(self) -> None:
+        with self.assertRaises(tap.usage.UsageError) as raised:
+            _parse("--persistence", "floppy:")
+        self.assertIn("no store named 'floppy'", str(raised.exception))
 
 
 class ShutdownTests(SynchronousTestCase):

@@ -27,7 +27,7 @@ import importlib.util
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
@@ -76,10 +76,32 @@ FORMAT = 1
 MAX_RECONNECT_DELAY = 5.0
 
 #: Sessions read per round trip by L{RedisStore.load}.
-LOAD_BATCH = 500
+LOAD_BATCH = 200
 
-#: Redis sorted-set scores are doubles: integers are exact up to 2**53.
-_MAX_SEQ = 2**53
+#: Reads hashes and sets (KEYS, with ARGV[1] saying h or s for each) and answers one
+#: string: per key, a 32-bit count, then each item as a 32-bit length and its bytes.
+_READ_SCRIPT = b"""
+local out = {}
+local kinds = ARGV[1]
+for i = 1, #KEYS do
+  local items
+  if string.sub(kinds, i, i) == 's' then
+    items = redis.call('SMEMBERS', KEYS[i])
+  else
+    items = redis.call('HGETALL', KEYS[i])
+  end
+  out[#out + 1] = struct.pack('>I4', #items)
+  for j = 1, #items do
+    out[#out + 1] = struct.pack('>I4', #items[j])
+    out[#out + 1] = items[j]
+  end
+end
+return table.concat(out)
+"""
+
+#: Commands whose arguments after the key can be concatenated: two in a row on one
+#: key are one command.
+_MERGEABLE = frozenset((b"HSET", b"HDEL", b"SADD", b"SREM"))
 
 Command = tuple[bytes, ...]
 
@@ -137,7 +159,7 @@ _F64 = struct.Struct(">d")
 _MESSAGE_HEAD = struct.Struct(">BB")  # flags, qos
 _DELIVERY_HEAD = struct.Struct(">BqBBH")  # format, seq, qos, flags, subscription ids
 _WILL_HEAD = struct.Struct(">BdBB")  # format, at, qos, retain
-_INFLIGHT = struct.Struct(">BHB")  # format, packet id (0: none), released
+_STATE = struct.Struct(">BHB")  # format, packet id (0: none), released
 
 _RETAIN, _PUBLISHER, _EXPIRES, _SHARED = 1, 2, 4, 2
 
@@ -206,7 +228,9 @@ def _get_message(reader: _Reader) -> StoredMessage:
     payload = reader.blob()
     properties = reader.blob()
     publisher = reader.text() if flags & _PUBLISHER else None
-    return StoredMessage(topic, payload, qos, bool(flags & _RETAIN), properties, publisher, expires_at)
+    return StoredMessage(
+        topic, payload, qos, bool(flags & _RETAIN), properties, publisher, expires_at
+    )
 
 
 def encode_message(message: StoredMessage) -> bytes:
@@ -227,8 +251,8 @@ def decode_message(data: bytes) -> StoredMessage:
 def encode_delivery(delivery: StoredDelivery) -> bytes:
     """
     A delivery as stored, without its packet id and released flag: those change
-    while it is in flight and are kept apart (L{encode_inflight}), because a
-    transaction cannot read a record to rewrite it.
+    while it is in flight and are kept in a field of their own (L{encode_state}),
+    because a transaction cannot read a record to rewrite it.
     """
     flags = (_RETAIN if delivery.retain else 0) | (_SHARED if delivery.shared is not None else 0)
     ids = delivery.subscription_ids
@@ -241,7 +265,8 @@ def encode_delivery(delivery: StoredDelivery) -> bytes:
     return bytes(out)
 
 
-def decode_delivery(data: bytes, inflight: bytes | None = None) -> StoredDelivery:
+def decode_delivery(data: bytes, state: bytes | None = None) -> StoredDelivery:
+    """A delivery from its record and its state (None: queued)."""
     reader = _Reader(data)
     version, seq, qos, flags, count = reader.take(_DELIVERY_HEAD)
     if version != FORMAT:
@@ -250,17 +275,20 @@ def decode_delivery(data: bytes, inflight: bytes | None = None) -> StoredDeliver
     shared = reader.text() if flags & _SHARED else None
     message = _get_message(reader)
     reader.end()
-    packet_id, released = decode_inflight(inflight) if inflight is not None else (None, False)
-    return StoredDelivery(seq, message, qos, bool(flags & _RETAIN), ids, packet_id, released, shared)
+    packet_id, released = decode_state(state) if state is not None else (None, False)
+    return StoredDelivery(
+        seq, message, qos, bool(flags & _RETAIN), ids, packet_id, released, shared
+    )
 
 
-def encode_inflight(packet_id: int | None, released: bool) -> bytes:
-    return _INFLIGHT.pack(FORMAT, packet_id or 0, released)
+def encode_state(packet_id: int | None, released: bool) -> bytes:
+    """Where a delivery is: queued (no packet id), in flight, or PUBREC'd (released)."""
+    return _STATE.pack(FORMAT, packet_id or 0, released)
 
 
-def decode_inflight(data: bytes) -> tuple[int | None, bool]:
+def decode_state(data: bytes) -> tuple[int | None, bool]:
     reader = _Reader(data)
-    version, packet_id, released = reader.take(_INFLIGHT)
+    version, packet_id, released = reader.take(_STATE)
     if version != FORMAT:
         raise ValueError(f"record format {version}, this broker reads format {FORMAT}")
     reader.end()
@@ -320,6 +348,7 @@ class RedisStore:
         self._clock = clock
         self._factory: Any = None
         self._closed = False
+        self._connected_once = False
         self._pending: set[Deferred[list[object]]] = set()
         self.healthy = True
         p = prefix.encode("utf-8")
@@ -329,7 +358,6 @@ class RedisStore:
         self._session_prefix = p + b"session:"
         self._subs_prefix = p + b"subs:"
         self._deliveries_prefix = p + b"deliveries:"
-        self._inflight_prefix = p + b"inflight:"
         self._rel_prefix = p + b"awaiting_rel:"
 
     def __repr__(self) -> str:
@@ -344,11 +372,11 @@ class RedisStore:
 
     @property
     def clock(self) -> IReactorTime:
+        """The reactor, looked up once running (not when the store is built)."""
         if self._clock is None:
             from twisted.internet import reactor  # noqa: PLC0415 (the running reactor)
 
-            self._clock = reactor  # type: ignore[assignment]
-        assert self._clock is not None
+            self._clock = cast(IReactorTime, reactor)
         return self._clock
 
     def _connect(self) -> None:
@@ -383,6 +411,7 @@ class RedisStore:
         self._connect()
         for connection in self._factory.pool if self._factory is not None else ():
             if connection.connected:
+                self._connected_once = True
                 return connection
         return None
 
@@ -409,9 +438,10 @@ class RedisStore:
         """
         Write C{commands} in one go and collect their replies (a reply may be an
         exception instance). Fails with L{PersistenceError} at once without a
-        connection, or after C{timeout} without all the answers; then the
-        connection is dropped, so that Redis discards an unfinished C{MULTI} and
-        nothing late can be mistaken for the answer to a later request.
+        connection, or when C{timeout} passes without any reply coming (a long
+        answer that keeps arriving is not cut short); then the connection is
+        dropped, so that Redis discards an unfinished C{MULTI} and nothing late can
+        be mistaken for the answer to a later request.
         """
         connection = self._connection()
         if connection is None:
@@ -424,11 +454,16 @@ class RedisStore:
             self._set_health(False, str(error))
             return fail(PersistenceError(f"Redis at {self.address}: {error}"))
         result: Deferred[list[object]] = Deferred()
-        timer: IDelayedCall | None = None
+        clock = self.clock
+        progress = [0, 0]  # replies received, replies received when the timer last looked
+
+        def replied(value: object) -> object:
+            progress[0] += 1
+            return value
 
         def answered(outcome: list[tuple[bool, Any]]) -> None:
-            if timer is not None and timer.active():
-                timer.cancel()
+            if timers[0].active():
+                timers[0].cancel()
             if result.called:
                 return
             values: list[object] = []
@@ -447,8 +482,12 @@ class RedisStore:
             self._set_health(True)
             result.callback(values)
 
-        def too_late() -> None:
+        def look() -> None:
             if result.called:
+                return
+            if progress[0] != progress[1]:
+                progress[1] = progress[0]
+                timers[0] = clock.callLater(self.timeout, look)
                 return
             self._set_health(False, f"no answer within {self.timeout:g} s")
             result.errback(
@@ -456,7 +495,9 @@ class RedisStore:
             )
             connection.transport.abortConnection()
 
-        timer = self.clock.callLater(self.timeout, too_late)
+        timers: list[IDelayedCall] = [clock.callLater(self.timeout, look)]
+        for reply in replies:
+            reply.addBoth(replied)
         DeferredList(replies, consumeErrors=True).addCallback(answered)
         self._pending.add(result)
 
@@ -480,62 +521,60 @@ class RedisStore:
 
     # -- keys ------------------------------------------------------------------------
 
-    def _keys_of(self, client_id: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    def _keys_of(self, client_id: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+        """A session's own keys (its will is a field of the wills hash)."""
         return (
             self._session_prefix + client_id,
             self._subs_prefix + client_id,
             self._deliveries_prefix + client_id,
-            self._inflight_prefix + client_id,
             self._rel_prefix + client_id,
         )
 
     # -- IPersistence ----------------------------------------------------------------
 
     def commands(self, changes: Iterable[Change]) -> list[Command]:
-        """The Redis commands that make C{changes}, in order (without MULTI/EXEC)."""
+        """
+        The Redis commands that make C{changes}, in order (without MULTI/EXEC).
+
+        Consecutive writes to one key are merged into one command (a hundred
+        deliveries queued for one session are one C{HSET}): the group's cost is
+        mostly per command, on both sides.
+        """
         out: list[Command] = []
-        indexed: set[bytes] = set()
+        # Everything stored for a client is found through the index, so that load()
+        # brings back even a row whose session record is missing. Added by one SADD
+        # at the end, for the clients not deleted after their last write.
+        indexed: dict[bytes, bool] = {}
         sessions_key = self._sessions_key
 
-        def index(client_id: bytes) -> None:
-            # Everything stored for a client is found through the index, so that
-            # load() brings back even a row whose session record is missing.
-            if client_id not in indexed:
-                indexed.add(client_id)
-                out.append((b"SADD", sessions_key, client_id))
+        def emit(name: bytes, key: bytes, *arguments: bytes) -> None:
+            if out:
+                last = out[-1]
+                if last[0] == name and last[1] == key and name in _MERGEABLE:
+                    out[-1] = last + arguments
+                    return
+            out.append((name, key, *arguments))
 
         for change in changes:
             if isinstance(change, PutDelivery):
                 cid = change.client_id.encode("utf-8")
-                delivery = change.delivery
-                seq = _seq(delivery.seq)
-                index(cid)
-                key = self._deliveries_prefix + cid
-                out.append((b"ZREMRANGEBYSCORE", key, seq, seq))
-                out.append((b"ZADD", key, seq, encode_delivery(delivery)))
-                inflight = self._inflight_prefix + cid
-                if delivery.packet_id is not None or delivery.released:
-                    value = encode_inflight(delivery.packet_id, delivery.released)
-                    out.append((b"HSET", inflight, seq, value))
-                else:
-                    out.append((b"HDEL", inflight, seq))
+                indexed[cid] = True
+                stored = change.delivery
+                seq = b"%d" % stored.seq
+                state = encode_state(stored.packet_id, stored.released)
+                record = encode_delivery(stored)
+                emit(b"HSET", self._deliveries_prefix + cid, b"m" + seq, record, b"s" + seq, state)
             elif isinstance(change, UpdateDelivery):
                 cid = change.client_id.encode("utf-8")
-                seq = _seq(change.seq)
-                inflight = self._inflight_prefix + cid
-                if change.packet_id is not None or change.released:
-                    value = encode_inflight(change.packet_id, change.released)
-                    out.append((b"HSET", inflight, seq, value))
-                else:
-                    out.append((b"HDEL", inflight, seq))
+                state = encode_state(change.packet_id, change.released)
+                emit(b"HSET", self._deliveries_prefix + cid, b"s%d" % change.seq, state)
             elif isinstance(change, DeleteDelivery):
                 cid = change.client_id.encode("utf-8")
-                seq = _seq(change.seq)
-                out.append((b"ZREMRANGEBYSCORE", self._deliveries_prefix + cid, seq, seq))
-                out.append((b"HDEL", self._inflight_prefix + cid, seq))
+                seq = b"%d" % change.seq
+                emit(b"HDEL", self._deliveries_prefix + cid, b"m" + seq, b"s" + seq)
             elif isinstance(change, PutSession):
                 cid = change.client_id.encode("utf-8")
-                index(cid)
+                indexed[cid] = True
                 key = self._session_prefix + cid
                 fields = [b"v", b"%d" % FORMAT]
                 if change.expiry_interval is not None:
@@ -548,39 +587,41 @@ class RedisStore:
                 out.append((b"HSET", key, *fields))
             elif isinstance(change, DeleteSession):
                 cid = change.client_id.encode("utf-8")
-                indexed.discard(cid)
-                out.append((b"SREM", sessions_key, cid))
+                indexed[cid] = False
+                emit(b"SREM", sessions_key, cid)
                 out.append((b"DEL", *self._keys_of(cid)))
-                out.append((b"HDEL", self._wills_key, cid))
+                emit(b"HDEL", self._wills_key, cid)
             elif isinstance(change, PutSubscription):
                 cid = change.client_id.encode("utf-8")
-                index(cid)
+                indexed[cid] = True
                 topic_filter = change.topic_filter.encode("utf-8")
-                out.append((b"HSET", self._subs_prefix + cid, topic_filter, b"%d" % change.value))
+                emit(b"HSET", self._subs_prefix + cid, topic_filter, b"%d" % change.value)
             elif isinstance(change, DeleteSubscription):
                 cid = change.client_id.encode("utf-8")
-                topic_filter = change.topic_filter.encode("utf-8")
-                out.append((b"HDEL", self._subs_prefix + cid, topic_filter))
+                emit(b"HDEL", self._subs_prefix + cid, change.topic_filter.encode("utf-8"))
             elif isinstance(change, AddAwaitingRel):
                 cid = change.client_id.encode("utf-8")
-                index(cid)
-                out.append((b"SADD", self._rel_prefix + cid, b"%d" % change.packet_id))
+                indexed[cid] = True
+                emit(b"SADD", self._rel_prefix + cid, b"%d" % change.packet_id)
             elif isinstance(change, DeleteAwaitingRel):
                 cid = change.client_id.encode("utf-8")
-                out.append((b"SREM", self._rel_prefix + cid, b"%d" % change.packet_id))
+                emit(b"SREM", self._rel_prefix + cid, b"%d" % change.packet_id)
             elif isinstance(change, PutRetained):
                 topic = change.message.topic.encode("utf-8")
-                out.append((b"HSET", self._retained_key, topic, encode_message(change.message)))
+                emit(b"HSET", self._retained_key, topic, encode_message(change.message))
             elif isinstance(change, DeleteRetained):
-                out.append((b"HDEL", self._retained_key, change.topic.encode("utf-8")))
+                emit(b"HDEL", self._retained_key, change.topic.encode("utf-8"))
             elif isinstance(change, PutWill):
                 cid = change.client_id.encode("utf-8")
-                index(cid)
-                out.append((b"HSET", self._wills_key, cid, encode_will(change.will, change.at)))
+                indexed[cid] = True
+                emit(b"HSET", self._wills_key, cid, encode_will(change.will, change.at))
             elif isinstance(change, DeleteWill):
-                out.append((b"HDEL", self._wills_key, change.client_id.encode("utf-8")))
+                emit(b"HDEL", self._wills_key, change.client_id.encode("utf-8"))
             else:  # pragma: no cover (a Change this store does not know)
                 raise TypeError(f"unknown change {change!r}")
+        added = [cid for cid, present in indexed.items() if present]
+        if added:
+            out.append((b"SADD", sessions_key, *added))
         return out
 
     def apply(self, changes: Sequence[Change]) -> Deferred[None]:
@@ -597,7 +638,13 @@ class RedisStore:
             commands = self.commands(changes)
         except (ValueError, TypeError, UnicodeError, struct.error, MQTTError) as error:
             return fail(PersistenceError(f"cannot store the changes: {error}"))
-        d = self._send([(b"MULTI",), *commands, (b"EXEC",)])
+        group = [(b"MULTI",), *commands, (b"EXEC",)]
+        if not self._connected_once:
+            # The first connection is still being made (load() was not called, or
+            # is not done): worth waiting for, unlike a connection lost later.
+            d = self._wait_connected().addCallback(lambda _: self._send(group))
+        else:
+            d = self._send(group)
         return d.addCallback(self._executed)
 
     def _executed(self, replies: list[object]) -> None:
@@ -620,8 +667,7 @@ class RedisStore:
         """Everything stored under the prefix; waits up to C{timeout} for Redis."""
         d = self._wait_connected()
         d.addCallback(lambda _: self._check_settings())
-        d.addCallback(lambda _: self._load())
-        return d
+        return d.addCallback(lambda _: self._load())
 
     def _check_settings(self) -> Deferred[None]:
         def checked(replies: list[object]) -> None:
@@ -653,32 +699,50 @@ class RedisStore:
         d = self._send([(b"CONFIG", b"GET", b"appendonly"), (b"CONFIG", b"GET", b"appendfsync")])
         return d.addCallback(checked)
 
+    async def _read(self, keys: Sequence[bytes], kinds: bytes) -> list[list[bytes]]:
+        """
+        The contents of C{keys} (C{kinds}: one C{h} for a hash, C{s} for a set, per
+        key) in one round trip and one reply: a read-only script packs them all
+        into a single string. txredisapi handles each element of a reply in a
+        reactor turn of its own, so reading a hundred thousand sessions element by
+        element would take most of a minute.
+        """
+        (reply,) = await self._send([(b"EVAL", _READ_SCRIPT, b"%d" % len(keys), *keys, kinds)])
+        data = _ok(reply)
+        if not isinstance(data, bytes):
+            raise PersistenceError(f"Redis at {self.address}: unexpected answer {data!r}")
+        contents: list[list[bytes]] = []
+        pos = 0
+        unpack = _U32.unpack_from
+        for _ in keys:
+            (count,) = unpack(data, pos)
+            pos += 4
+            items = []
+            for _ in range(count):
+                (length,) = unpack(data, pos)
+                pos += 4
+                items.append(data[pos : pos + length])
+                pos += length
+            contents.append(items)
+        if pos != len(data):
+            raise ValueError("the packed answer does not match the keys asked for")
+        return contents
+
     async def _gather(self) -> Snapshot:
-        head = await self._send(
-            [
-                (b"SMEMBERS", self._sessions_key),
-                (b"HGETALL", self._retained_key),
-                (b"HGETALL", self._wills_key),
-            ]
+        members, retained_pairs, will_pairs = await self._read(
+            [self._sessions_key, self._retained_key, self._wills_key], b"shh"
         )
-        members, retained_pairs, will_pairs = (_ok(reply) for reply in head)
-        client_ids = sorted(bytes(member) for member in members)
+        client_ids = sorted(members)
         wills = dict(_pairs(will_pairs))
         sessions: list[StoredSession] = []
         for start in range(0, len(client_ids), LOAD_BATCH):
             batch = client_ids[start : start + LOAD_BATCH]
-            commands: list[Command] = []
-            for cid in batch:
-                session, subs, deliveries, inflight, rel = self._keys_of(cid)
-                commands.append((b"HGETALL", session))
-                commands.append((b"HGETALL", subs))
-                commands.append((b"ZRANGE", deliveries, b"0", b"-1"))
-                commands.append((b"HGETALL", inflight))
-                commands.append((b"SMEMBERS", rel))
-            replies = await self._send(commands)
+            keys = [key for cid in batch for key in self._keys_of(cid)]
+            contents = await self._read(keys, b"hhhs" * len(batch))
             for i, cid in enumerate(batch):
-                row = [_ok(reply) for reply in replies[5 * i : 5 * i + 5]]
-                sessions.append(_session(cid, *row, wills.get(cid)))
+                own, subscriptions, deliveries, awaiting_rel = contents[4 * i : 4 * i + 4]
+                will = wills.get(cid)
+                sessions.append(_session(cid, own, subscriptions, deliveries, awaiting_rel, will))
         retained = [decode_message(value) for _, value in _pairs(retained_pairs)]
         retained.sort(key=lambda message: message.topic)
         return Snapshot(sessions, retained)
@@ -698,7 +762,9 @@ class RedisStore:
         self._closed = True
         factory, self._factory = self._factory, None
         pending = [d for d in self._pending if not d.called]
-        waiting: Deferred[Any] = DeferredList(pending, consumeErrors=True) if pending else succeed(None)
+        waiting: Deferred[Any] = (
+            DeferredList(pending, consumeErrors=True) if pending else succeed(None)
+        )
 
         def disconnect(_: object) -> Deferred[None] | None:
             if factory is None:
@@ -707,12 +773,6 @@ class RedisStore:
             return done.addCallback(lambda _: None)
 
         return waiting.addCallback(disconnect)
-
-
-def _seq(seq: int) -> bytes:
-    if not -_MAX_SEQ <= seq <= _MAX_SEQ:
-        raise ValueError(f"sequence number {seq} does not fit a Redis score exactly")
-    return b"%d" % seq
 
 
 def _is_connection_error(error: object) -> bool:
@@ -742,7 +802,6 @@ def _session(
     fields: Sequence[Any] | None,
     subscriptions: Sequence[Any] | None,
     deliveries: Sequence[Any] | None,
-    inflight: Sequence[Any] | None,
     awaiting_rel: Sequence[Any] | None,
     will: bytes | None,
 ) -> StoredSession:
@@ -762,11 +821,22 @@ def _session(
     session.subscriptions = {
         topic_filter.decode("utf-8"): int(value) for topic_filter, value in _pairs(subscriptions)
     }
-    states = dict(_pairs(inflight))
-    # ZRANGE answers in score order: the deliveries come sorted by seq.
-    for data in deliveries or ():
-        seq = _DELIVERY_HEAD.unpack_from(data)[1]
-        session.deliveries.append(decode_delivery(bytes(data), states.get(b"%d" % seq)))
+    records: list[tuple[int, bytes]] = []
+    states: dict[bytes, bytes] = {}
+    for field, value in _pairs(deliveries):
+        if field[:1] == b"m":
+            records.append((int(field[1:]), value))
+        elif field[:1] == b"s":
+            states[field[1:]] = value
+        else:
+            raise ValueError(f"unknown delivery field {field!r}")
+    # A state without its record (UpdateDelivery after DeleteDelivery) is ignored.
+    records.sort(key=lambda record: record[0])
+    for seq, record in records:
+        delivery = decode_delivery(record, states.get(b"%d" % seq))
+        if delivery.seq != seq:
+            raise ValueError(f"delivery {delivery.seq} stored as m{seq}")
+        session.deliveries.append(delivery)
     session.awaiting_rel = {int(packet_id) for packet_id in awaiting_rel or ()}
     if will is not None:
         session.will, session.will_at = decode_will(will)

@@ -695,7 +695,9 @@ def build(parameters: Mapping[str, str]) -> SQLiteStore:
     if not path:
         data_dir = parameters.get("data_dir", "").strip() or "data"
         path = os.path.join(data_dir, DEFAULT_FILE)
-    directory = os.path.dirname(os.path.abspath(path))
+    # Absolute now: the writer thread opens it later, whatever the working directory.
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700)
     synchronous = parameters.get("synchronous", "FULL").strip().upper()

@@ -55,3 +55,23 @@ http_acl = BackendPlugin(
     "An HTTP hook deciding publishes and subscriptions (http:url=URL,timeout=SECONDS).",
     "mqttbroker.backends.http:build",
 )
+
+# Stores for --persistence.
+sqlite = BackendPlugin(
+    "sqlite",
+    "persistence",
+    "A SQLite file, the default (sqlite:path=FILE; without path, a file in --data-dir).",
+    "mqttbroker.backends.sqlite:build",
+)
+memory = BackendPlugin(
+    "memory",
+    "persistence",
+    "Nothing is stored: a restart loses every session and retained message (memory).",
+    "mqttbroker.persistence:memory",
+)
+redis = BackendPlugin(
+    "redis",
+    "persistence",
+    "A Redis server (redis:url=redis://HOST:PORT/DB,prefix=mqtt:,timeout=5).",
+    "mqttbroker.backends.redis:build",
+)
