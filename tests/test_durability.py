@@ -1,0 +1,154 @@
+"""
+The crash tests of the durability promise, against `twist mqtt` processes killed with
+SIGKILL: every QoS 1 message whose PUBACK the publisher saw is delivered after a
+restart, also when the broker dies in the middle of a stream, and a QoS 2 message
+PUBREC'd before the crash is delivered exactly once. For the default SQLite store
+and for Redis (a real redis-server, also killed and restarted from its AOF).
+"""
+
+from __future__ import annotations
+
+import signal
+
+from conformance.wire import WireClient
+from mqttbroker.codec import (
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Subscription,
+)
+from tests.redis_server import RedisServer
+from tests.support import HOST, BrokerProcess, IntegrationTestCase
+
+#: Messages per test: enough to span many commit groups, few enough to stay quick.
+COUNT = 300
+TOPIC = "durable/t"
+
+
+class _Durability:
+    """The tests, for a store that a subclass chooses."""
+
+    broker: BrokerProcess
+
+    def store_args(self) -> tuple[str, ...]:
+        return ()
+
+    def crash(self) -> None:
+        """SIGKILL the broker (and whatever else the store's test kills), restart."""
+        process = self.broker.process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.broker.start()
+
+    def client(self, level: int = 4) -> WireClient:
+        client = WireClient(HOST, self.broker.port, level, timeout=15)
+        self.addCleanup(client.close)  # type: ignore[attr-defined]
+        return client
+
+    def offline_subscriber(self, qos: int) -> None:
+        sub = self.client()
+        assert sub.connect("dur-sub", clean_start=False).reason_code == 0
+        sub.send(Subscribe(1, (Subscription(TOPIC, qos),)))
+        assert sub.expect(Suback).reason_codes == (qos,)
+        sub.close()
+        self.broker.wait_for_log(r"Client 'dur-sub' disconnected")
+
+    def received_after_crash(self, qos: int) -> list[bytes]:
+        """What the subscriber gets when it comes back (acknowledging as it goes)."""
+        sub = self.client()
+        connack = sub.connect("dur-sub", clean_start=False)
+        assert connack.session_present
+        payloads: list[bytes] = []
+        while True:
+            try:
+                packet = sub.receive(timeout=2)
+            except AssertionError:
+                return payloads
+            if isinstance(packet, Publish):
+                payloads.append(packet.payload)
+                assert packet.packet_id is not None
+                sub.send(Puback(packet.packet_id) if qos == 1 else Pubrec(packet.packet_id))
+            elif isinstance(packet, Pubrel):
+                sub.send(Pubcomp(packet.packet_id))
+
+    def test_everything_acknowledged_survives(self) -> None:
+        """N PUBACKs, SIGKILL at once, restart: the subscriber gets all N, in order."""
+        self.offline_subscriber(1)
+        pub = self.client()
+        pub.connect("dur-pub")
+        pub.send(*(Publish(TOPIC, b"%d" % i, 1, packet_id=i + 1) for i in range(COUNT)))
+        acks = [pub.expect(Puback).packet_id for _ in range(COUNT)]
+        self.assertEqual(acks, list(range(1, COUNT + 1)))  # type: ignore[attr-defined]
+        self.crash()
+        got = self.received_after_crash(1)
+        self.assertEqual(got, [b"%d" % i for i in range(COUNT)])  # type: ignore[attr-defined]
+
+    def test_killed_mid_stream(self) -> None:
+        """Killed while acknowledging: every message whose PUBACK came is delivered."""
+        self.offline_subscriber(1)
+        pub = self.client()
+        pub.connect("dur-pub")
+        pub.send(*(Publish(TOPIC, b"%d" % i, 1, packet_id=i + 1) for i in range(COUNT)))
+        acked = [pub.expect(Puback).packet_id for _ in range(COUNT // 2)]
+        self.crash()
+        got = set(self.received_after_crash(1))
+        missing = {b"%d" % (pid - 1) for pid in acked if pid is not None} - got
+        self.assertEqual(missing, set())  # type: ignore[attr-defined]
+
+    def test_qos2_exactly_once(self) -> None:
+        """
+        QoS 2 messages PUBREC'd before the crash: after it, the publisher re-sends some
+        PUBLISHes (DUP) and all PUBRELs; the subscriber gets each message once.
+        """
+        self.offline_subscriber(2)
+        pub = self.client()
+        pub.connect("dur-pub2", clean_start=False)
+        pub.send(*(Publish(TOPIC, b"%d" % i, 2, packet_id=i + 1) for i in range(COUNT)))
+        for _ in range(COUNT):
+            pub.expect(Pubrec)
+        self.crash()
+        pub = self.client()
+        assert pub.connect("dur-pub2", clean_start=False).session_present
+        resent = [
+            Publish(TOPIC, b"%d" % i, 2, dup=True, packet_id=i + 1) for i in range(0, COUNT, 2)
+        ]
+        pub.send(*resent)
+        for _ in resent:
+            pub.expect(Pubrec)
+        pub.send(*(Pubrel(i + 1) for i in range(COUNT)))
+        for _ in range(COUNT):
+            pub.expect(Pubcomp)
+        got = self.received_after_crash(2)
+        self.assertEqual(sorted(got), sorted(b"%d" % i for i in range(COUNT)))  # type: ignore[attr-defined]
+
+
+class SQLiteDurabilityTests(_Durability, IntegrationTestCase):
+    """The default store: a SQLite file in the broker's data directory."""
+
+    def setUp(self) -> None:
+        self.broker = self.start_broker(*self.store_args())
+
+
+class RedisDurabilityTests(_Durability, IntegrationTestCase):
+    """The Redis store, with redis-server killed and restarted along with the broker."""
+
+    def setUp(self) -> None:
+        self.redis = RedisServer.for_test(self)
+        self.broker = self.start_broker(*self.store_args())
+
+    def store_args(self) -> tuple[str, ...]:
+        return ("--persistence", f"redis:url={self.redis.url}/3,prefix=dur:")
+
+    def crash(self) -> None:
+        process = self.broker.process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.redis.kill()
+        self.redis.start()
+        self.broker.start()
