@@ -33,10 +33,12 @@ from mqttbroker.persistence import (
     DeleteRetained,
     DeleteSession,
     DeleteSubscription,
+    DeleteWill,
     Journal,
     PutRetained,
     PutSession,
     PutSubscription,
+    PutWill,
     Snapshot,
     restored_message,
     stored_message,
@@ -166,6 +168,8 @@ class BrokerConfig:
     @ivar max_qos: the highest QoS granted to a subscription.
     @ivar retain_available: keep retained messages; when off, MQTT 5 clients are
         told Retain Available 0 and a retained PUBLISH or will is refused (0x9A).
+    @ivar session_ttl: seconds an MQTT 3.1.1 persistent session (which has no expiry
+        of its own) lasts without its client (0: until a clean session replaces it).
     @ivar client_id_pattern: when set, a client may use only client ids that match
         it (C{%u}: its user name, C{*}/C{?}: wildcards); others are refused with
         0x85 / return code 2.
@@ -190,6 +194,7 @@ class BrokerConfig:
     max_qos: int = 2
     retain_available: bool = True
     client_id_pattern: str = ""
+    session_ttl: float = 0.0
     tcp_nodelay: bool = True
     receive_maximum: int = 65535
     topic_alias_maximum: int = 10
@@ -327,13 +332,17 @@ class Broker:
             for topic_filter, value in record.subscriptions.items():
                 self._index_subscription(session, topic_filter, value)
             session.restore(record.deliveries, record.awaiting_rel, self._group_named)
-            interval = record.expiry_interval
-            if interval is not None and interval != NEVER_EXPIRES:
-                offline_since = (
-                    record.disconnected_at if record.disconnected_at is not None else now
-                )
-                left = max(0.0, offline_since + interval - now)
+            lifetime = self._offline_lifetime(session)
+            if lifetime is not None:
+                since = record.disconnected_at if record.disconnected_at is not None else now
+                left = max(0.0, since + lifetime - now)
                 session.expiry_call = self.clock.callLater(left, self._expire, session)
+            if record.will is not None:
+                session.pending_will = record.will
+                at = record.will_at if record.will_at is not None else now
+                session.will_call = self.clock.callLater(
+                    max(0.0, at - now), self._delayed_will, session
+                )
 
     def _group_named(self, name: str) -> SharedGroup | None:
         """The shared group a stored delivery names (C{"group/filter"}), if it exists."""
@@ -395,9 +404,19 @@ class Broker:
             self._discard(session)
             return
         self._store_session(session, self.now())
+        lifetime = self._offline_lifetime(session)
+        if lifetime is not None:
+            session.expiry_call = self.clock.callLater(lifetime, self._expire, session)
+
+    def _offline_lifetime(self, session: Session) -> float | None:
+        """
+        How long a persistent session lasts without a client: its MQTT 5 Session
+        Expiry Interval, or for a 3.1.1 session the configured TTL; None: forever.
+        """
         interval = session.expiry_interval
-        if interval is not None and interval != NEVER_EXPIRES:
-            session.expiry_call = self.clock.callLater(interval, self._expire, session)
+        if interval is None:
+            return self.config.session_ttl or None
+        return None if interval == NEVER_EXPIRES else float(interval)
 
     def _expire(self, session: Session) -> None:
         session.expiry_call = None
@@ -405,7 +424,7 @@ class Broker:
             _log.info(
                 "Session of {client_id!r} expired after {interval} s offline",
                 client_id=session.client_id,
-                interval=session.expiry_interval,
+                interval=self._offline_lifetime(session),
             )
             self._discard(session)
 
@@ -429,6 +448,9 @@ class Broker:
             self._cancel_will(session)
             session.pending_will = will
             session.will_call = self.clock.callLater(delay, self._delayed_will, session)
+            if session.stored and self.journal is not None:
+                # A restart in between publishes it on time, not never.
+                self.journal.record(PutWill(session.client_id, will, self.now() + delay))
             return
         self._publish_will_now(session.client_id, will)
 
@@ -437,6 +459,8 @@ class Broker:
         will = session.pending_will
         session.pending_will = None
         if will is not None:
+            if session.stored and self.journal is not None:
+                self.journal.record(DeleteWill(session.client_id))
             self._publish_will_now(session.client_id, will)
 
     def _publish_will_now(self, client_id: str, will: Will) -> None:
@@ -457,6 +481,8 @@ class Broker:
         """Forget a delayed will without publishing it (the client came back)."""
         call = session.will_call
         session.will_call = None
+        if session.pending_will is not None and session.stored and self.journal is not None:
+            self.journal.record(DeleteWill(session.client_id))
         session.pending_will = None
         if call is not None and call.active():  # type: ignore[attr-defined]
             call.cancel()  # type: ignore[attr-defined]

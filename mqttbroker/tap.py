@@ -143,6 +143,15 @@ class Options(usage.Options):
         ],
         ["data-dir", None, "data", "The directory of the default SQLite store."],
         [
+            "session-ttl",
+            None,
+            0.0,
+            "Seconds an MQTT 3.1.1 persistent session (Clean Session 0) is kept without "
+            "its client, with its queued messages (0: until a clean session replaces "
+            "it; MQTT 5 sessions have their own Session Expiry Interval).",
+            float,
+        ],
+        [
             "client-id-pattern",
             None,
             "",
@@ -335,6 +344,8 @@ class Options(usage.Options):
             raise usage.UsageError("--topic-alias-maximum must be at most 65535")
         if self["max-keepalive"] > 65535:
             raise usage.UsageError("--max-keepalive must be at most 65535")
+        if not 0 <= self["session-ttl"] < float("inf"):
+            raise usage.UsageError("--session-ttl must be 0 or more seconds")
         if self["max-packet-size"] < 2:
             raise usage.UsageError("--max-packet-size must be at least 2")
         for name in ("tls-port", "ws-port", "wss-port"):
@@ -437,6 +448,7 @@ class Options(usage.Options):
             max_qos=self["max-qos"],
             retain_available=not self["no-retain"],
             client_id_pattern=self["client-id-pattern"],
+            session_ttl=self["session-ttl"],
             response_information=self["response-information"],
             server_reference=self["server-reference"],
             server_moved=bool(self["server-moved"]),

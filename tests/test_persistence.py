@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from mqttbroker.broker import BrokerConfig
 from mqttbroker.codec import (
     PropertyId,
     Puback,
@@ -23,6 +24,7 @@ from mqttbroker.codec import (
     Subscribe,
     Subscription,
     Unsubscribe,
+    Will,
 )
 from mqttbroker.interfaces import IPersistence
 from mqttbroker.persistence import (
@@ -33,6 +35,7 @@ from mqttbroker.persistence import (
     DeleteRetained,
     DeleteSession,
     DeleteSubscription,
+    DeleteWill,
     Journal,
     MemoryPersistence,
     PersistenceError,
@@ -40,6 +43,7 @@ from mqttbroker.persistence import (
     PutRetained,
     PutSession,
     PutSubscription,
+    PutWill,
     Snapshot,
     StoredMessage,
     StoredSession,
@@ -208,6 +212,12 @@ class ModelStore:
             self.sessions[change.client_id].awaiting_rel.add(change.packet_id)
         elif isinstance(change, DeleteAwaitingRel):
             self.sessions[change.client_id].awaiting_rel.discard(change.packet_id)
+        elif isinstance(change, PutWill):
+            self.sessions[change.client_id].will = change.will
+            self.sessions[change.client_id].will_at = change.at
+        elif isinstance(change, DeleteWill):
+            self.sessions[change.client_id].will = None
+            self.sessions[change.client_id].will_at = None
         elif isinstance(change, PutRetained):
             self.retained[change.message.topic] = change.message
         elif isinstance(change, DeleteRetained):
@@ -417,3 +427,60 @@ class DeliveryStoreTests(SynchronousTestCase):
         self.assertEqual(publisher.received(), [])
         self.harness.clock.advance(0)
         self.assertEqual(publisher.received(), [Puback(1), Puback(2)])
+
+
+class WillAndTTLStoreTests(SynchronousTestCase):
+    """Delayed wills survive a restart; 3.1.1 sessions may have a time to live."""
+
+    def test_delayed_will_published_on_time_after_restart(self) -> None:
+        store = ModelStore()
+        harness = BrokerHarness(store=store)
+        will = Will("wills/w", b"gone", 1, properties={PropertyId.WILL_DELAY_INTERVAL: 30})
+        client, _ = harness.connect(
+            "w", 5, will=will, properties={PropertyId.SESSION_EXPIRY_INTERVAL: 3600}
+        )
+        harness.clock.advance(5)
+        client.drop()
+        harness.clock.advance(0)
+        self.assertEqual(store.sessions["w"].will_at, 35.0)
+        restarted = BrokerHarness(store=store)
+        restarted.clock.advance(20)
+        restarted.broker.restore(store.load())
+        watcher, _ = restarted.connect("watcher", 4)
+        subscribe(watcher, ("wills/#", 1))
+        restarted.clock.advance(14)
+        self.assertEqual(watcher.received(), [])
+        restarted.clock.advance(1)
+        self.assertEqual(shape(watcher.received()), [("wills/w", b"gone", 1, False, False)])
+        restarted.clock.advance(0)
+        self.assertIsNone(store.sessions["w"].will)
+
+    def test_will_cancelled_by_reconnect_is_forgotten(self) -> None:
+        store = ModelStore()
+        harness = BrokerHarness(store=store)
+        will = Will("wills/w", b"gone", 1, properties={PropertyId.WILL_DELAY_INTERVAL: 30})
+        properties = {PropertyId.SESSION_EXPIRY_INTERVAL: 3600}
+        client, _ = harness.connect("w", 5, will=will, properties=properties)
+        client.drop()
+        harness.connect("w", 5, clean_start=False, properties=properties)
+        harness.clock.advance(0)
+        self.assertIsNone(store.sessions["w"].will)
+
+    def test_session_ttl_for_mqtt311(self) -> None:
+        """--session-ttl: a 3.1.1 persistent session ends after that long offline."""
+        store = ModelStore()
+        harness = BrokerHarness(BrokerConfig(session_ttl=60), store=store)
+        client, _ = harness.connect("old", 4, clean_start=False)
+        client.drop()
+        harness.clock.advance(59)
+        self.assertIn("old", harness.broker.sessions)
+        harness.clock.advance(1)
+        self.assertNotIn("old", harness.broker.sessions)
+        harness.clock.advance(0)
+        self.assertNotIn("old", store.sessions)
+        # Without a TTL it is kept.
+        forever = BrokerHarness()
+        client, _ = forever.connect("old", 4, clean_start=False)
+        client.drop()
+        forever.clock.advance(10**6)
+        self.assertIn("old", forever.broker.sessions)
