@@ -814,6 +814,12 @@ class ServerConnection:
                 )
             )
             return
+        journal = self.broker.journal
+        if qos and journal is not None and not journal.healthy:
+            # The store fails: a message that may not be kept is not taken at all
+            # (QoS 0 still flows), rather than delivered now and refused after.
+            self._send_ack(0x40 if qos == 1 else 0x50, packet.packet_id, 0, False)  # type: ignore[arg-type]
+            return
         topic = packet.topic
         properties = packet.properties
         expires_at = None

@@ -326,6 +326,10 @@ class Journal:
     @ivar failed: the changes of groups the store refused, counted.
     """
 
+    #: Seconds between probes of a store that failed (doubling up to the maximum).
+    probe_delay = 1.0
+    probe_max_delay = 30.0
+
     def __init__(self, store: IPersistence, clock: IReactorTime, delay: float = 0.0) -> None:
         self.store = store
         self.clock = clock
@@ -341,8 +345,11 @@ class Journal:
         #: Called with the failure when a group could not be committed (the broker
         #: logs it and refuses new QoS 1/2 messages until a commit succeeds).
         self.on_failure: Callable[[Failure], object] = lambda failure: None
-        #: Whether the last commit succeeded.
+        #: Whether the last commit succeeded. While not, the broker refuses new QoS
+        #: 1/2 messages; an empty group probes the store until it works again.
         self.healthy = True
+        self._probe_call: Any = None
+        self._next_probe = self.probe_delay
 
     def record(self, change: Change) -> None:
         """Add a change to the next group."""
@@ -389,12 +396,39 @@ class Journal:
             self.failed += len(changes)
             self.healthy = False
             self.on_failure(result)
+            self._schedule_probe()
             error = result.value if isinstance(result.value, PersistenceError) else None
             for waiter in waiters:
                 waiter.errback(error or PersistenceError(result.getErrorMessage()))
         else:
-            self.healthy = True
+            self._recovered()
             for waiter in waiters:
                 waiter.callback(None)
         if self._pending or self._waiters:
             self._schedule()
+
+    def _recovered(self) -> None:
+        if not self.healthy:
+            _log.info("The message store works again")
+        self.healthy = True
+        self._next_probe = self.probe_delay
+        call, self._probe_call = self._probe_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _schedule_probe(self) -> None:
+        if self._probe_call is None or not self._probe_call.active():
+            self._probe_call = self.clock.callLater(self._next_probe, self._probe)
+            self._next_probe = min(self._next_probe * 2, self.probe_max_delay)
+
+    def _probe(self) -> None:
+        """An empty group: succeeds once the store takes transactions again."""
+        self._probe_call = None
+        if self.healthy or self._committing:
+            return
+        try:
+            result: Any = self.store.apply([])
+        except Exception:
+            self._schedule_probe()
+            return
+        result.addCallbacks(lambda _: self._recovered(), lambda _: self._schedule_probe())

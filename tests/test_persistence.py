@@ -410,10 +410,9 @@ class DeliveryStoreTests(SynchronousTestCase):
         store.finish(PersistenceError("disk full"))
         [ack] = v5.received()
         self.assertEqual((type(ack), ack.reason_code), (Puback, ReasonCode.UNSPECIFIED_ERROR))  # type: ignore[union-attr]
+        # The store still fails: a 3.1.1 publisher is closed on at once, unacknowledged.
         v4, _ = harness.connect("p4", 4)
         v4.send(Publish("t", b"y", 1, packet_id=1))
-        harness.clock.advance(0)
-        store.finish(PersistenceError("disk full"))
         self.assertEqual(v4.received(), [])
         self.assertTrue(v4.transport.disconnecting)
         self.flushLoggedErrors()
@@ -484,3 +483,37 @@ class WillAndTTLStoreTests(SynchronousTestCase):
         client.drop()
         forever.clock.advance(10**6)
         self.assertIn("old", forever.broker.sessions)
+
+
+class FailingStoreTests(SynchronousTestCase):
+    """While the store fails, QoS 1/2 messages are refused up front; QoS 0 flows."""
+
+    def test_refused_until_the_store_works_again(self) -> None:
+        store = ManualStore()
+        harness = BrokerHarness(store=store)
+        sub, _ = harness.connect("sub", 4, clean_start=False)
+        subscribe(sub, ("t", 1))
+        harness.clock.advance(0)
+        store.finish()
+        publisher, _ = harness.connect("p5", 5)
+        publisher.send(Publish("t", b"first", 1, packet_id=1))
+        harness.clock.advance(0)
+        sub.received()
+        store.finish(PersistenceError("disk full"))
+        self.assertFalse(harness.broker.journal.healthy)  # type: ignore[union-attr]
+        publisher.received()
+        # Refused before routing: the online subscriber does not get it.
+        publisher.send(Publish("t", b"refused", 1, packet_id=2), Publish("t", b"q0", 0))
+        [ack] = publisher.received()
+        self.assertEqual((ack.packet_id, ack.reason_code), (2, ReasonCode.UNSPECIFIED_ERROR))  # type: ignore[union-attr]
+        self.assertEqual([p.payload for p in sub.received()], [b"q0"])  # type: ignore[union-attr]
+        # A probe after a second finds the store working again.
+        harness.clock.advance(1.0)
+        self.assertEqual(store.groups[-1], [])
+        store.finish()
+        self.assertTrue(harness.broker.journal.healthy)  # type: ignore[union-attr]
+        publisher.send(Publish("t", b"again", 1, packet_id=3))
+        harness.clock.advance(0)
+        store.finish()
+        self.assertEqual(publisher.received(), [Puback(3)])
+        self.flushLoggedErrors()
