@@ -368,7 +368,8 @@ class Journal:
         return waiter
 
     def _schedule(self) -> None:
-        if not self._scheduled and not self._committing:
+        # While the store fails, only the probe tries again (no retry storm).
+        if not self._scheduled and not self._committing and self.healthy:
             self._scheduled = True
             self.clock.callLater(self.delay, self._commit)
 
@@ -395,6 +396,11 @@ class Journal:
         if isinstance(result, Failure):
             self.failed += len(changes)
             self.healthy = False
+            # The group was not applied (a store applies all or nothing); its changes
+            # go first into the next one, so the store catches up with the broker's
+            # state once it works again. Every change is safe to apply twice (a Redis
+            # timeout may hide a group that was applied after all).
+            self._pending[:0] = changes
             self.on_failure(result)
             self._schedule_probe()
             error = result.value if isinstance(result.value, PersistenceError) else None
@@ -404,7 +410,7 @@ class Journal:
             self._recovered()
             for waiter in waiters:
                 waiter.callback(None)
-        if self._pending or self._waiters:
+        if self.healthy and (self._pending or self._waiters):
             self._schedule()
 
     def _recovered(self) -> None:
@@ -422,9 +428,16 @@ class Journal:
             self._next_probe = min(self._next_probe * 2, self.probe_max_delay)
 
     def _probe(self) -> None:
-        """An empty group: succeeds once the store takes transactions again."""
+        """
+        Try again: the changes kept from failed groups (or an empty group), which
+        succeeds once the store takes transactions again.
+        """
         self._probe_call = None
         if self.healthy or self._committing:
+            return
+        if self._pending or self._waiters:
+            self._scheduled = True
+            self._commit()
             return
         try:
             result: Any = self.store.apply([])
