@@ -152,3 +152,57 @@ class RedisDurabilityTests(_Durability, IntegrationTestCase):
         self.redis.kill()
         self.redis.start()
         self.broker.start()
+
+
+class RedisOutageTests(IntegrationTestCase):
+    """Redis goes away under a running broker: refused, not lost, and back again."""
+
+    def setUp(self) -> None:
+        self.redis = RedisServer.for_test(self)
+        self.broker = self.start_broker(
+            "--persistence", f"redis:url={self.redis.url}/4,prefix=out:,timeout=1"
+        )  # fmt: skip
+
+    def test_outage(self) -> None:
+        """
+        With redis-server stopped, an MQTT 5 QoS 1 PUBLISH for a persistent session is
+        answered 0x80 (the next one before it is routed), QoS 0 still reaches an online
+        subscriber, and the broker keeps
+        running; once Redis is back, QoS 1 messages are acknowledged again and reach
+        the persistent session.
+        """
+        durable = WireClient(HOST, self.broker.port, 4, timeout=15)
+        self.addCleanup(durable.close)
+        durable.connect("out-sub", clean_start=False)
+        durable.send(Subscribe(1, (Subscription(TOPIC, 1),)))
+        durable.expect(Suback)
+        pub = WireClient(HOST, self.broker.port, 5, timeout=15)
+        self.addCleanup(pub.close)
+        pub.connect("out-pub")
+        self.redis.stop()
+        # The first message meets the failure when its group is committed (it may
+        # have reached online subscribers by then); the broker knows afterwards, and
+        # the next is refused before it is routed at all.
+        pub.send(Publish(TOPIC, b"first", 1, packet_id=1))
+        self.assertEqual(pub.expect(Puback).reason_code, 0x80)
+        pub.send(Publish(TOPIC, b"second", 1, packet_id=2))
+        self.assertEqual(pub.expect(Puback).reason_code, 0x80)
+        pub.send(Publish(TOPIC, b"q0", 0))
+        payloads = []
+        while True:
+            packet = durable.receive()
+            if isinstance(packet, Publish):
+                payloads.append(packet.payload)
+                if packet.qos:
+                    durable.send(Puback(packet.packet_id))  # type: ignore[arg-type]
+                if packet.payload == b"q0":
+                    break
+        self.assertNotIn(b"second", payloads)
+        self.assertEqual(payloads[-1], b"q0")
+        self.redis.start()
+        self.broker.wait_for_log(r"The message store works again", timeout=40)
+        pub.send(Publish(TOPIC, b"after", 1, packet_id=3))
+        self.assertEqual(pub.expect(Puback).reason_code, 0)
+        after = durable.expect(Publish)
+        self.assertEqual(after.payload, b"after")
+        self.assertTrue(self.broker.alive())
