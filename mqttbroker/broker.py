@@ -28,6 +28,7 @@ from mqttbroker.interfaces import (
     IAuthorizer,
     IBrokerObserver,
     IClientLink,
+    Identity,
 )
 from mqttbroker.persistence import (
     DeleteRetained,
@@ -274,6 +275,7 @@ class Broker:
         clean_start: bool,
         persistent: bool,
         expiry_interval: int | None = None,
+        identity: Identity | None = None,
     ) -> tuple[Session, bool]:
         """
         The session for a CONNECT that was accepted, and whether it existed already
@@ -297,12 +299,14 @@ class Broker:
             self._cancel_will(existing)
             existing.persistent = persistent
             existing.expiry_interval = expiry_interval
+            existing.identity = identity
             self._store_session(existing, None)
             return existing, True
         session = Session(
             client_id, persistent, self.config.session_limits, self._message_dropped, self.now
         )
         session.expiry_interval = expiry_interval
+        session.identity = identity
         self.sessions[client_id] = session
         self._store_session(session, None)
         return session, False

@@ -629,7 +629,7 @@ class ServerConnection:
             )
             return
         session, present = self.broker.open_session(
-            client_id, packet.clean_start, persistent, expiry
+            client_id, packet.clean_start, persistent, expiry, self.client_identity
         )
         self.client_id = client_id
         self.session = session

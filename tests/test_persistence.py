@@ -254,6 +254,7 @@ class BrokerStoreTests(SynchronousTestCase):
         client.send(Unsubscribe(2, ("b",)))
         self.harness.clock.advance(0)
         self.assertEqual(self.store.sessions["p"].subscriptions, {"a/#": 1})
+        self.assertEqual(self.store.sessions["p"].disconnected_at, None)
         clean, _ = self.harness.connect("c", 4)
         subscribe(clean, ("x", 1))
         self.harness.clock.advance(0)
@@ -269,6 +270,11 @@ class BrokerStoreTests(SynchronousTestCase):
         publisher, _ = harness.connect("pub", 4)
         publisher.send(Publish("a/1", b"m", 1, packet_id=1))
         self.assertEqual(shape(client.received()), [("a/1", b"m", 1, False, False)])
+
+    def test_user_name_stored_at_connect(self) -> None:
+        self.harness.connect("u", 4, clean_start=False, username="alice")
+        self.harness.clock.advance(0)
+        self.assertEqual(self.store.sessions["u"].username, "alice")
 
     def test_clean_start_deletes(self) -> None:
         self.harness.connect("p", 4, clean_start=False)
