@@ -330,7 +330,6 @@ class Broker:
                 self.now,
             )
             session.expiry_interval = record.expiry_interval
-            session.stored = True
             session.journal = self.journal
             self.sessions[record.client_id] = session
             for topic_filter, value in record.subscriptions.items():
@@ -382,15 +381,18 @@ class Broker:
                     session.identity.username if session.identity is not None else None,
                 )
             )
-            if not session.stored:
-                session.stored = True
+            if session.journal is None:
                 session.journal = journal
                 # Subscriptions it already had (a session that became persistent).
                 for topic_filter, value in session.subscriptions.items():
                     journal.record(PutSubscription(session.client_id, topic_filter, value))
-        elif session.stored:
-            session.stored = False
-            session.journal = None
+        elif session.journal is not None:
+            self._unstore(session)
+
+    def _unstore(self, session: Session) -> None:
+        """Take a session out of the store (with everything it held there)."""
+        journal, session.journal = session.journal, None
+        if journal is not None:
             journal.record(DeleteSession(session.client_id))
 
     def close_session(self, session: Session, link: IClientLink) -> None:
@@ -452,9 +454,9 @@ class Broker:
             self._cancel_will(session)
             session.pending_will = will
             session.will_call = self.clock.callLater(delay, self._delayed_will, session)
-            if session.stored and self.journal is not None:
+            if session.journal is not None:
                 # A restart in between publishes it on time, not never.
-                self.journal.record(PutWill(session.client_id, will, self.now() + delay))
+                session.journal.record(PutWill(session.client_id, will, self.now() + delay))
             return
         self._publish_will_now(session.client_id, will)
 
@@ -463,8 +465,8 @@ class Broker:
         will = session.pending_will
         session.pending_will = None
         if will is not None:
-            if session.stored and self.journal is not None:
-                self.journal.record(DeleteWill(session.client_id))
+            if session.journal is not None:
+                session.journal.record(DeleteWill(session.client_id))
             self._publish_will_now(session.client_id, will)
 
     def _publish_will_now(self, client_id: str, will: Will) -> None:
@@ -485,8 +487,8 @@ class Broker:
         """Forget a delayed will without publishing it (the client came back)."""
         call = session.will_call
         session.will_call = None
-        if session.pending_will is not None and session.stored and self.journal is not None:
-            self.journal.record(DeleteWill(session.client_id))
+        if session.pending_will is not None and session.journal is not None:
+            session.journal.record(DeleteWill(session.client_id))
         session.pending_will = None
         if call is not None and call.active():  # type: ignore[attr-defined]
             call.cancel()  # type: ignore[attr-defined]
@@ -506,10 +508,7 @@ class Broker:
         if groups:
             self._hand_over(session, groups)
         session.discard_state()
-        if session.stored and self.journal is not None:
-            session.stored = False
-            session.journal = None
-            self.journal.record(DeleteSession(session.client_id))
+        self._unstore(session)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
@@ -600,8 +599,8 @@ class Broker:
         granted = min(qos, self.config.max_qos)
         value = granted | options | (subscription_id << SUBSCRIPTION_ID_SHIFT)
         new = self._index_subscription(session, topic_filter, value)
-        if session.stored and self.journal is not None:
-            self.journal.record(PutSubscription(session.client_id, topic_filter, value))
+        if session.journal is not None:
+            session.journal.record(PutSubscription(session.client_id, topic_filter, value))
         self.notify("subscribed", session.client_id, topic_filter, granted)
         return granted, new
 
@@ -652,8 +651,8 @@ class Broker:
         """Remove a subscription; True if there was one."""
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
-        if session.stored and self.journal is not None:
-            self.journal.record(DeleteSubscription(session.client_id, topic_filter))
+        if session.journal is not None:
+            session.journal.record(DeleteSubscription(session.client_id, topic_filter))
         self._remove_subscription(session, topic_filter)
         self.notify("unsubscribed", session.client_id, topic_filter)
         return True

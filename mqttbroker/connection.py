@@ -891,9 +891,12 @@ class ServerConnection:
         if packet.qos == 0 or pid is None:
             return
         if self.protocol_level == 5:
-            ack = Puback(pid, ReasonCode.NOT_AUTHORIZED) if packet.qos == 1 else None
-            reason = f"not authorized to publish to {topic!r}"
-            self._send_v5(ack or Pubrec(pid, ReasonCode.NOT_AUTHORIZED), reason)
+            self._send_v5_ack(
+                0x40 if packet.qos == 1 else 0x50,
+                pid,
+                ReasonCode.NOT_AUTHORIZED,
+                f"not authorized to publish to {topic!r}",
+            )
         elif packet.qos == 1:
             self.write(_pack_ack(0x40, 2, pid))
         else:
@@ -920,11 +923,8 @@ class ServerConnection:
             code = 0
             if self.protocol_level == 5 and (not matched or refused == matched):
                 code = self._publish_code(matched, refused)
-            if journal is None and not self._acks:
-                if code:
-                    self._send_v5(Puback(pid, code), _PUBLISH_REASONS.get(code))
-                else:
-                    self.write(_pack_ack(0x40, 2, pid))
+            if journal is None and not self._acks and not code:
+                self.write(_pack_ack(0x40, 2, pid))  # the common case, inline
             else:
                 self._acknowledge_when_stored(mark, 0x40, pid, code)
             return
@@ -952,11 +952,8 @@ class ServerConnection:
                 code = self._publish_code(matched, refused)
             if code < 0x80:
                 session.await_release(pid)
-        if journal is None and not self._acks:
-            if code:
-                self._send_v5(Pubrec(pid, code), _PUBLISH_REASONS.get(code))
-            else:
-                self.write(_pack_ack(0x50, 2, pid))
+        if journal is None and not self._acks and not code:
+            self.write(_pack_ack(0x50, 2, pid))
         else:
             self._acknowledge_when_stored(mark, 0x50, pid, code)
 
@@ -1015,19 +1012,26 @@ class ServerConnection:
                 client_id=self.client_id,
             )
             if self.protocol_level == 5:
-                ack = Puback(pid, ReasonCode.UNSPECIFIED_ERROR) if first == 0x40 else None
-                reason = "the broker could not store the message; try again later"
-                self._send_v5(ack or Pubrec(pid, ReasonCode.UNSPECIFIED_ERROR), reason)
+                self._send_v5_ack(
+                    first,
+                    pid,
+                    ReasonCode.UNSPECIFIED_ERROR,
+                    "the broker could not store the message; try again later",
+                )
                 if first == 0x50 and self.session is not None:
                     self.session.released(pid)
             else:
                 self._end("the message store failed")
             return
         if code:
-            answer: Puback | Pubrec = Puback(pid, code) if first == 0x40 else Pubrec(pid, code)
-            self._send_v5(answer, _PUBLISH_REASONS.get(code))
+            self._send_v5_ack(first, pid, code, _PUBLISH_REASONS.get(code))
         else:
             self.write(_pack_ack(first, 2, pid))
+
+    def _send_v5_ack(self, first: int, pid: int, code: int, reason: str | None) -> None:
+        """An MQTT 5 PUBACK (C{first} 0x40) or PUBREC (0x50) with a reason code."""
+        ack: Puback | Pubrec = Puback(pid, code) if first == 0x40 else Pubrec(pid, code)
+        self._send_v5(ack, reason)
 
     @staticmethod
     def _publish_code(matched: int, refused: int) -> int:

@@ -252,7 +252,6 @@ class Session:
         "link",
         "pending_will",
         "persistent",
-        "stored",
         "subscriptions",
         "will_call",
     )
@@ -280,8 +279,6 @@ class Session:
         self._window = limits.max_inflight
         self.subscriptions: dict[str, int] = {}
         self.link: IClientLink | None = None
-        #: Whether the broker's store holds this session (persistent, with a store).
-        self.stored = False
         #: Who the client is (an interfaces.Identity) since its last CONNECT, for
         #: the authorizers' read check on every delivery.
         self.identity: Identity | None = None
@@ -293,8 +290,8 @@ class Session:
         self._queued_bytes = 0
         self._next_pid = 1
         self._overflowing = False
-        #: Where changes to what this session is owed are recorded (a persistent
-        #: session of a broker with a store), or None.
+        #: Where changes to this session are recorded: set exactly while the broker's
+        #: store holds the session (persistent, with a store), else None.
         self.journal: Journal | None = None
         self._seq = 0
 
@@ -385,21 +382,30 @@ class Session:
             self._dropped(message, qos, reason)
             return False
         seq = 0
-        journal = self.journal
-        if journal is not None and qos:
-            self._seq = seq = self._seq + 1
-            journal.record(
-                PutDelivery(
-                    self.client_id,
-                    StoredDelivery(
-                        seq, stored_message(message), qos, retain, subscription_ids, None,
-                        False, _group_name(shared),
-                    ),
-                )
-            )  # fmt: skip
+        if self.journal is not None and qos:
+            seq = self._store_new(message, qos, retain, subscription_ids, shared, None)
         self._queue.append((message, qos, retain, subscription_ids, shared, seq))
         self._queued_bytes += message.size
         return True
+
+    def _store_new(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...],
+        shared: object,
+        packet_id: int | None,
+    ) -> int:
+        """Record a new delivery (queued, or sent as C{packet_id}); its place."""
+        assert self.journal is not None
+        self._seq = seq = self._seq + 1
+        delivery = StoredDelivery(
+            seq, stored_message(message), qos, retain, subscription_ids, packet_id,
+            False, _group_name(shared),
+        )  # fmt: skip
+        self.journal.record(PutDelivery(self.client_id, delivery))
+        return seq
 
     def _full(self, size: int) -> str | None:
         """Why a message of C{size} bytes does not fit in the queue, or None."""
@@ -493,16 +499,7 @@ class Session:
             if seq:
                 journal.record(UpdateDelivery(self.client_id, seq, pid, False))
             else:
-                self._seq = seq = self._seq + 1
-                journal.record(
-                    PutDelivery(
-                        self.client_id,
-                        StoredDelivery(
-                            seq, stored_message(message), qos, retain, subscription_ids, pid,
-                            False, _group_name(shared),
-                        ),
-                    )
-                )  # fmt: skip
+                seq = self._store_new(message, qos, retain, subscription_ids, shared, pid)
         self._inflight[pid] = _Outbound(message, qos, retain, subscription_ids, shared, seq)
         link.write_sequence(encoded.chunks(pid))
 
