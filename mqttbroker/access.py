@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
@@ -19,19 +19,9 @@ from twisted.python.failure import Failure
 
 from mqttbroker.interfaces import AuthDecision, Credentials, IAuthenticator, IAuthorizer, Identity
 
-__all__ = ["Policy", "authenticate", "client_id_allowed", "gather", "then"]
+__all__ = ["Policy", "authenticate", "client_id_allowed", "gather"]
 
 _log = Logger()
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def then(result: T | Deferred[T], callback: Callable[[T], R]) -> R | Deferred[R]:
-    """C{callback(result)} now for a plain value, or when a Deferred fires."""
-    if isinstance(result, Deferred):
-        return result.addCallback(callback)
-    return callback(result)
 
 
 def authenticate(

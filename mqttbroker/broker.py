@@ -776,12 +776,12 @@ class Broker:
         """Give C{message} to one member of each matching shared group."""
         matched = refused = 0
         qos = message.qos
+        policy = self.policy
         for table in self.shared.match(message.topic):
             for group in table:
                 member = group.pick()
                 if member is None:
                     continue
-                policy = self.policy
                 if policy is not None and not policy.may_receive(member.identity, message.topic):
                     # Another member that may read it, if there is one.
                     member = next(

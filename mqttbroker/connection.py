@@ -900,7 +900,10 @@ class ServerConnection:
         elif packet.qos == 1:
             self.write(_pack_ack(0x40, 2, pid))
         else:
-            self._awaiting().add(pid)
+            # Acknowledged as any QoS 2 message: its PUBREL is awaited (and stored).
+            session = self.session
+            assert session is not None
+            session.await_release(pid)
             self.write(_pack_ack(0x50, 2, pid))
 
     def _route(
