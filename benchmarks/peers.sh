@@ -40,8 +40,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
 cd "$ROOT" || exit 1
 SELF="$ROOT/benchmarks/peers.sh"
 
-say() { printf 'peers: %s\n' "$*" >&2; }
-die() { printf 'peers: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=benchmarks/lib.sh
+. "$ROOT/benchmarks/lib.sh"
+ME=peers
 
 SHARED_BENCH=${SHARED_BENCH:-../shared/bench}
 [ -d "$SHARED_BENCH" ] || die "harness folder SHARED_BENCH=$SHARED_BENCH not found (from $ROOT)"
@@ -86,10 +87,6 @@ done
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
-listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
-# running, not a zombie (bash may not reap while it runs a trap: no `wait` here, it can hang)
-alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$st" ] && [ "${st#Z}" = "$st" ]; }
-pin() { if [ -n "$BROKER_CPU" ] && command -v taskset >/dev/null; then echo "taskset -c $BROKER_CPU"; fi; }
 
 # ------------------------------------------------------------------ our broker
 start_mine() {   # [append]: keep the log (restarts), else start a new one
@@ -193,23 +190,6 @@ for r in $PEERS_REFS; do   # install's exit status can hide a failed step: check
 done
 PAIRS=$("$B/start_refs.sh" pairs $PEERS_REFS) || die "start_refs.sh pairs failed"
 for p in $PAIRS; do [ "${p#*=}" != "$MINE_PORT" ] || die "MINE_PORT=$MINE_PORT is ${p%%=*}'s port"; done
-
-# pids of a process's descendants, listed before anything is killed (orphans get reparented)
-descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done; }
-# stop a process and all its descendants, by pid: TERM, up to 5 s, then KILL
-stop_tree() {
-    local pids p left=""
-    pids="$1 $(descendants "$1")"
-    # shellcheck disable=SC2086
-    kill -TERM $pids 2>/dev/null
-    for _ in $(seq 1 50); do
-        left=""; for p in $pids; do alive "$p" && left="$left $p"; done
-        [ -n "$left" ] || break
-        sleep 0.1
-    done
-    # shellcheck disable=SC2086
-    [ -z "$left" ] || kill -KILL $left 2>/dev/null
-}
 
 RUN_PID="" WATCHDOG_PID=""
 cleanup() {

@@ -201,6 +201,8 @@ class ServerConnection:
         self._refused_publishes = 0
         #: Acknowledgements waiting for the store (None: none is).
         self._acks: deque[list[Any]] | None = None
+        #: The acks waiting for the journal's next group: (its number, their entries).
+        self._ack_batch: tuple[int, list[list[Any]]] | None = None
         self.state = State.AWAIT_CONNECT
         self.protocol_level = 4
         self.client_id: str | None = None
@@ -981,17 +983,27 @@ class ServerConnection:
         acks.append(entry)
         if waiting:
             assert journal is not None
+            # Every wait begun before the journal's next group leaves ends with that
+            # group: the acks of one turn share one Deferred.
+            batch = self._ack_batch
+            if batch is not None and batch[0] == journal.groups:
+                batch[1].append(entry)
+                return
+            entries = [entry]
+            self._ack_batch = (journal.groups, entries)
             journal.durable().addCallbacks(
-                self._stored, self._not_stored, callbackArgs=(entry,), errbackArgs=(entry,)
+                self._stored, self._not_stored, callbackArgs=(entries,), errbackArgs=(entries,)
             )
 
-    def _stored(self, result: object, entry: list[Any]) -> None:
-        entry[0] = True
+    def _stored(self, result: object, entries: list[list[Any]]) -> None:
+        for entry in entries:
+            entry[0] = True
         self._flush_acks()
 
-    def _not_stored(self, failure: Failure, entry: list[Any]) -> None:
-        entry[0] = True
-        entry[1] = False
+    def _not_stored(self, failure: Failure, entries: list[list[Any]]) -> None:
+        for entry in entries:
+            entry[0] = True
+            entry[1] = False
         self._flush_acks()
 
     def _flush_acks(self) -> None:

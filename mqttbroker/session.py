@@ -27,6 +27,7 @@ from mqttbroker.persistence import (
     Journal,
     PutDelivery,
     StoredDelivery,
+    StoredMessage,
     UpdateDelivery,
     restored_message,
     stored_message,
@@ -60,6 +61,7 @@ class Message:
         "qos",
         "retain",
         "size",
+        "stored",
         "topic",
     )
 
@@ -83,6 +85,8 @@ class Message:
         self.size = len(payload) + (len(topic) if topic.isascii() else len(topic.encode()))
         self._encoded: dict[int, EncodedPublish] = {}
         self._encoded_v5: dict[tuple[int, bool, tuple[int, ...], int | None], EncodedPublish] = {}
+        #: Its stored form, made once however many persistent sessions it goes to.
+        self.stored: StoredMessage | None = None
 
     def encoded(
         self,

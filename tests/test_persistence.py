@@ -45,6 +45,7 @@ from mqttbroker.persistence import (
     PutSubscription,
     PutWill,
     Snapshot,
+    StoredDelivery,
     StoredMessage,
     StoredSession,
     UpdateDelivery,
@@ -83,6 +84,10 @@ class ManualStore:
 
 def put(topic: str) -> PutRetained:
     return PutRetained(StoredMessage(topic, b"x", 1, True))
+
+
+def delivery_put(client_id: str, seq: int) -> PutDelivery:
+    return PutDelivery(client_id, StoredDelivery(seq, StoredMessage("t", b"x", 1, False), 1))
 
 
 class JournalTests(SynchronousTestCase):
@@ -146,6 +151,75 @@ class JournalTests(SynchronousTestCase):
         self.store.finish()
         self.successResultOf(ok)
         self.assertTrue(self.journal.healthy)
+
+    def test_delivery_done_before_its_group_leaves_is_never_written(self) -> None:
+        """
+        A delivery put, updated and deleted while the group before it commits cancels
+        out; the waiters of that time still wait for the next group.
+        """
+        self.journal.record(put("a"))
+        self.clock.advance(0)  # group 1 commits, slowly
+        self.journal.record(delivery_put("sub", 1))
+        self.journal.record(delivery_put("sub", 2))
+        self.journal.record(UpdateDelivery("sub", 1, 7, True))
+        waiter = self.journal.durable()
+        self.journal.record(DeleteDelivery("sub", 1))
+        self.assertEqual(self.journal.absorbed, 3)
+        self.store.finish()
+        self.assertNoResult(waiter)
+        self.clock.advance(0)
+        self.assertEqual(self.store.groups[1], [delivery_put("sub", 2)])
+        self.store.finish()
+        self.successResultOf(waiter)
+
+    def test_everything_cancelled_fires_waiters_without_a_commit(self) -> None:
+        self.journal.record(delivery_put("sub", 1))
+        waiter = self.journal.durable()
+        self.journal.record(DeleteDelivery("sub", 1))
+        self.clock.advance(0)
+        self.successResultOf(waiter)
+        self.assertEqual(self.store.groups, [])
+
+    def test_submitted_put_is_deleted_in_the_store(self) -> None:
+        """Once a put has left for the store, its delete must follow it there."""
+        self.journal.record(delivery_put("sub", 1))
+        self.clock.advance(0)
+        self.journal.record(DeleteDelivery("sub", 1))
+        self.store.finish()
+        self.clock.advance(0)
+        self.assertEqual(self.store.groups, [[delivery_put("sub", 1)], [DeleteDelivery("sub", 1)]])
+        self.assertEqual(self.journal.absorbed, 0)
+
+    def test_refused_put_is_not_cancelled(self) -> None:
+        """
+        A refused group may have been applied after all (a Redis timeout): its put is
+        sent again and a later delete is written too, never dropped with it.
+        """
+        self.journal.record(delivery_put("sub", 1))
+        self.clock.advance(0)
+        self.store.finish(PersistenceError("timeout"))
+        self.journal.record(DeleteDelivery("sub", 1))
+        self.clock.advance(self.journal.probe_delay)
+        self.assertEqual(self.store.groups[-1], [delivery_put("sub", 1), DeleteDelivery("sub", 1)])
+        self.assertEqual(self.journal.absorbed, 0)
+        self.flushLoggedErrors()
+
+    def test_new_session_numbers_deliveries_afresh(self) -> None:
+        """
+        After a session is deleted, the same client id may number deliveries from 1
+        again: a delete of the new session never cancels a put of the old one.
+        """
+        self.journal.record(put("a"))
+        self.clock.advance(0)
+        self.journal.record(delivery_put("sub", 1))
+        self.journal.record(DeleteSession("sub"))
+        self.journal.record(DeleteDelivery("sub", 1))
+        self.store.finish()
+        self.clock.advance(0)
+        self.assertEqual(
+            self.store.groups[1],
+            [delivery_put("sub", 1), DeleteSession("sub"), DeleteDelivery("sub", 1)],
+        )
 
     def test_durable_with_nothing_pending(self) -> None:
         waiter = self.journal.durable()
@@ -437,6 +511,29 @@ class DeliveryStoreTests(SynchronousTestCase):
         self.assertEqual(publisher.received(), [])
         self.harness.clock.advance(0)
         self.assertEqual(publisher.received(), [Puback(1), Puback(2)])
+
+    def test_one_wait_per_connection_and_group(self) -> None:
+        """The acks of one turn on one connection wait on one Deferred, in order."""
+        self.offline_subscriber()
+        journal = self.harness.broker.journal
+        assert journal is not None
+        publisher, _ = self.harness.connect("pub", 4)
+        for n in range(1, 5):
+            publisher.send(Publish("t", b"m", 1, packet_id=n))
+        self.assertEqual(len(journal._waiters), 1)
+        self.harness.clock.advance(0)
+        self.assertEqual(publisher.received(), [Puback(n) for n in range(1, 5)])
+
+    def test_fan_out_shares_one_stored_message(self) -> None:
+        """A message owed to many persistent sessions is converted for the store once."""
+        for name in ("a", "b", "c"):
+            self.offline_subscriber(name)
+        publisher, _ = self.harness.connect("pub", 4)
+        publisher.send(Publish("t", b"m", 1, packet_id=1))
+        self.harness.clock.advance(0)
+        messages = {id(self.store.sessions[n].deliveries[0].message) for n in ("a", "b", "c")}
+        self.assertEqual(len(messages), 1)
+        self.assertEqual(publisher.received(), [Puback(1)])
 
 
 class WillAndTTLStoreTests(SynchronousTestCase):

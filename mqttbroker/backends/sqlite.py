@@ -604,7 +604,7 @@ def _statements(changes: Iterable[Change]) -> list[_Statement]:
                         m.expires_at,
                         d.qos,
                         int(d.retain),
-                        ",".join(str(int(i)) for i in d.subscription_ids),
+                        ",".join(map(str, d.subscription_ids)) if d.subscription_ids else "",
                         d.packet_id,
                         int(d.released),
                         d.shared,
