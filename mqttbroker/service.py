@@ -5,6 +5,7 @@ The broker's lifecycle as a Twisted service.
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from mqttbroker.persistence import Journal, Snapshot
 __all__ = [
     "BackendsService",
     "BrokerService",
+    "CollectorService",
     "PersistenceService",
     "ReloadService",
     "ReloadThen",
@@ -31,6 +33,36 @@ __all__ = [
 ]
 
 _log = Logger()
+
+
+class CollectorService(Service):
+    """
+    Runs CPython's cycle collector less often while the broker runs.
+
+    Python collects its youngest generation every 700 new container objects (by
+    default). A broker makes several short-lived objects per message (packets,
+    deliveries, store records), nearly all freed by reference counting, so the
+    collector mostly scans objects that are about to go anyway: at tens of thousands
+    of messages a second that was a fifth of the broker's CPU time. A larger
+    threshold keeps cyclic garbage a little longer (at most C{threshold} objects more)
+    for far fewer scans. The older generations keep their thresholds.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self._saved: tuple[int, int, int] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self.threshold:
+            self._saved = gc.get_threshold()
+            gc.set_threshold(self.threshold, *self._saved[1:])
+
+    def stopService(self) -> None:
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            self._saved = None
+        super().stopService()
 
 
 class BrokerService(Service):

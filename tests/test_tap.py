@@ -6,6 +6,7 @@ user meets it after C{pip install .}.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -22,7 +23,12 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from mqttbroker import tap
 from mqttbroker.backends.sqlite import SQLiteStore
 from mqttbroker.codec import MAX_PACKET_SIZE, Disconnect, ReasonCode, Subscribe, Subscription, Will
-from mqttbroker.service import BrokerService, PersistenceService, ReloadService
+from mqttbroker.service import (
+    BrokerService,
+    CollectorService,
+    PersistenceService,
+    ReloadService,
+)
 from mqttbroker.testing import BrokerHarness
 
 
@@ -108,7 +114,8 @@ class OptionsTests(SynchronousTestCase):
                 "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0 max-connections=5",
             )
         )  # fmt: skip
-        children = list(service)  # type: ignore[call-overload]
+        collector, *children = list(service)  # type: ignore[call-overload]
+        self.assertIsInstance(collector, CollectorService)
         self.assertEqual(len(children), 5)
         self.assertIsInstance(children[0], BrokerService)
         self.assertIsInstance(children[3], ReloadService)
@@ -120,6 +127,35 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(first.broker.config.max_packet_size, MAX_PACKET_SIZE)
 
 
+class CollectorServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        saved = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *saved)
+
+    def test_threshold_while_running(self) -> None:
+        """The youngest generation's threshold is raised while running, then restored."""
+        gc.set_threshold(700, 10, 10)
+        service = CollectorService(50000)
+        service.startService()
+        self.assertEqual(gc.get_threshold(), (50000, 10, 10))
+        service.stopService()
+        self.assertEqual(gc.get_threshold(), (700, 10, 10))
+
+    def test_zero_leaves_python_alone(self) -> None:
+        gc.set_threshold(123, 4, 5)
+        service = CollectorService(0)
+        service.startService()
+        self.assertEqual(gc.get_threshold(), (123, 4, 5))
+        service.stopService()
+        self.assertEqual(gc.get_threshold(), (123, 4, 5))
+
+    def test_option(self) -> None:
+        self.assertEqual(_parse()["gc-threshold"], 50000)
+        self.assertEqual(_parse("--gc-threshold", "0")["gc-threshold"], 0)
+        with self.assertRaises(usage.UsageError):
+            _parse("--gc-threshold", "-1")
+
+
 class ListeningTests(TestCase):
     """The built service on the real reactor."""
 
@@ -129,7 +165,7 @@ class ListeningTests(TestCase):
             _parse("--persistence", "memory", "--listen", "tcp:0:interface=127.0.0.1")
         )
         service.startService()
-        [_, child, *_] = list(service)  # type: ignore[call-overload]
+        [_, _, child, *_] = list(service)  # type: ignore[call-overload]
         # Read the port without consuming the Deferred's result: stopService needs it.
         ports: list[object] = []
         child._waitingForPort.addCallback(lambda port: ports.append(port) or port)
@@ -148,7 +184,7 @@ class StoreServiceTests(TestCase):
         self.addCleanup(shutil.rmtree, directory, True)
         options = _parse("--data-dir", directory, "--listen", "tcp:0:interface=127.0.0.1")
         service = tap.makeService(options)
-        [persistence] = list(service)  # type: ignore[call-overload]
+        [_, persistence] = list(service)  # type: ignore[call-overload]
         self.assertIsInstance(persistence, PersistenceService)
         self.assertIsInstance(persistence.store, SQLiteStore)
         self.assertTrue(os.path.exists(os.path.join(directory, "mqttbroker.sqlite3")))
@@ -238,6 +274,7 @@ class PluginTests(SynchronousTestCase):
             "--max-connections",
             "--connect-timeout",
             "--no-tcp-nodelay",
+            "--gc-threshold",
             "--receive-maximum",
             "--topic-alias-maximum",
             "--max-keepalive",
