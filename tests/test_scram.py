@@ -303,6 +303,7 @@ class CommandLineTests(SynchronousTestCase):
     def test_option_loads_method(self) -> None:
         """The option installs SCRAM-SHA-256 with the file's users; a bad file is refused."""
         from mqttbroker import tap
+        from mqttbroker.service import BrokerService
 
         with tempfile.TemporaryDirectory() as directory:
             path = os.path.join(directory, "users")
@@ -314,7 +315,12 @@ class CommandLineTests(SynchronousTestCase):
                  "--listen", "tcp:0:interface=127.0.0.1"]
             )  # fmt: skip
             service = tap.makeService(options)
-            broker = next(iter(service)).broker  # type: ignore[call-overload]
+            [broker_service] = [
+                child
+                for child in list(service)  # type: ignore[call-overload]
+                if isinstance(child, BrokerService)
+            ]
+            broker = broker_service.broker
             self.assertEqual(list(broker.auth_methods), [METHOD])
             with open(path, "w", encoding="utf-8") as f:
                 f.write("garbage\n")
