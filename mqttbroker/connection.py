@@ -820,7 +820,7 @@ class ServerConnection:
         if qos and journal is not None and not journal.healthy:
             # The store fails: a message that may not be kept is not taken at all
             # (QoS 0 still flows), rather than delivered now and refused after.
-            self._send_ack(0x40 if qos == 1 else 0x50, packet.packet_id, 0, False)  # type: ignore[arg-type]
+            self._send_ack(False, 0x40 if qos == 1 else 0x50, packet.packet_id, 0)  # type: ignore[arg-type]
             return
         topic = packet.topic
         properties = packet.properties
@@ -931,7 +931,7 @@ class ServerConnection:
             if journal is None and not self._acks and not code:
                 self.write(_pack_ack(0x40, 2, pid))  # the common case, inline
             else:
-                self._acknowledge_when_stored(mark, 0x40, pid, code)
+                self._when_stored(mark, self._send_ack, 0x40, pid, code)
             return
         # QoS 2: route once per packet identifier until the PUBREL releases it, so a
         # re-sent PUBLISH is acknowledged again but not delivered twice (4.3.3).
@@ -960,24 +960,26 @@ class ServerConnection:
         if journal is None and not self._acks and not code:
             self.write(_pack_ack(0x50, 2, pid))
         else:
-            self._acknowledge_when_stored(mark, 0x50, pid, code)
+            self._when_stored(mark, self._send_ack, 0x50, pid, code)
 
     # -- acknowledgements that promise durability ----------------------------------------
 
-    def _acknowledge_when_stored(self, mark: int, first: int, pid: int, code: int) -> None:
+    def _when_stored(self, mark: int, send: Callable[..., None], *args: Any) -> None:
         """
-        Send a PUBACK (C{first} 0x40) or PUBREC (0x50) once what the message changed
-        in the store is committed: an acknowledged message survives a crash. Acks
-        leave in the order their PUBLISH packets came ([MQTT-4.6.0-2], 3.1.1), so one
-        that waits holds back those after it.
+        Call C{send(stored, *args)} once what changed in the store since C{mark} (the
+        journal's C{recorded} count before the packet was handled) is committed, so
+        that what the client is told survives a crash: PUBACK, PUBREC, PUBCOMP, SUBACK
+        and UNSUBACK. Acknowledgements leave in the order their packets came
+        ([MQTT-4.6.0-2] to [MQTT-4.6.0-4]), so one that waits holds back those after
+        it. C{stored} is False when the commit failed.
         """
         journal = self.broker.journal
         waiting = journal is not None and journal.recorded != mark
         acks = self._acks
         if not waiting and not acks:
-            self._send_ack(first, pid, code, True)
+            send(True, *args)
             return
-        entry: list[Any] = [not waiting, True, first, pid, code]
+        entry: list[Any] = [not waiting, True, send, args]
         if acks is None:
             acks = self._acks = deque()
         acks.append(entry)
@@ -1009,24 +1011,44 @@ class ServerConnection:
     def _flush_acks(self) -> None:
         acks = self._acks
         while acks and acks[0][0]:
-            _, ok, first, pid, code = acks.popleft()
+            _, stored, send, args = acks.popleft()
             if self.state is not State.CONNECTED:
                 acks.clear()
                 break
-            self._send_ack(first, pid, code, ok)
+            send(stored, *args)
         if not acks:
             self._acks = None
 
-    def _send_ack(self, first: int, pid: int, code: int, stored: bool) -> None:
+    def _store_failed(self, what: str) -> None:
+        """
+        An acknowledgement that has no error code for a failed store (PUBCOMP,
+        SUBACK, UNSUBACK, a 3.1.1 PUBACK or PUBREC) is never sent: the connection
+        ends instead, and the client repeats the packet once reconnected. The change
+        stays in the journal, tried again until the store takes it.
+        """
+        _log.warn(
+            "Could not store {what} of {client_id}: closing its connection",
+            what=what,
+            client_id=self.client_id,
+        )
+        if self.protocol_level == 5:
+            self._send_v5(
+                Disconnect(ReasonCode.UNSPECIFIED_ERROR),
+                f"the broker could not store {what}; try again later",
+            )
+        self._end("the message store failed")
+
+    def _send_ack(self, stored: bool, first: int, pid: int, code: int) -> None:
+        """A PUBACK (C{first} 0x40) or PUBREC (0x50) for a routed message."""
         if not stored:
             # Not acknowledged: the client keeps the message and sends it again. An
             # MQTT 5 client is told why; a 3.1.1 client has no way to be, and its
             # connection is closed instead of acknowledged (it re-sends on reconnect).
-            _log.warn(
-                "Could not store a message from {client_id}: refusing it",
-                client_id=self.client_id,
-            )
             if self.protocol_level == 5:
+                _log.warn(
+                    "Could not store a message from {client_id}: refusing it",
+                    client_id=self.client_id,
+                )
                 self._send_v5_ack(
                     first,
                     pid,
@@ -1036,7 +1058,7 @@ class ServerConnection:
                 if first == 0x50 and self.session is not None:
                     self.session.released(pid)
             else:
-                self._end("the message store failed")
+                self._store_failed("a message")
             return
         if code:
             self._send_v5_ack(first, pid, code, _PUBLISH_REASONS.get(code))
@@ -1147,12 +1169,26 @@ class ServerConnection:
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         assert self.session is not None
-        if self.session.released(packet.packet_id) or self.protocol_level != 5:
-            self.write(_pack_ack(0x70, 2, packet.packet_id))
+        journal = self.broker.journal
+        mark = journal.recorded if journal is not None else 0
+        found = self.session.released(packet.packet_id)
+        if journal is None and not self._acks:
+            self._send_pubcomp(True, packet.packet_id, found)
+        else:
+            # The PUBCOMP waits for the identifier's release to be stored: were it
+            # lost in a crash, the client's next message with that identifier would
+            # be taken for a re-sent one and never delivered.
+            self._when_stored(mark, self._send_pubcomp, packet.packet_id, found)
+
+    def _send_pubcomp(self, stored: bool, pid: int, found: bool) -> None:
+        if not stored:
+            self._store_failed("the release of a QoS 2 message")
+        elif found or self.protocol_level != 5:
+            self.write(_pack_ack(0x70, 2, pid))
         else:
             self._send_v5(
-                Pubcomp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
-                f"no QoS 2 message with packet identifier {packet.packet_id} awaits PUBREL",
+                Pubcomp(pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
+                f"no QoS 2 message with packet identifier {pid} awaits PUBREL",
             )
 
     def _on_pubcomp(self, packet: Pubcomp) -> None:
@@ -1203,10 +1239,12 @@ class ServerConnection:
         assert session is not None
         broker = self.broker
         level = self.protocol_level
+        journal = broker.journal
+        mark = journal.recorded if journal is not None else 0
         ids = packet.properties.get(PropertyId.SUBSCRIPTION_IDENTIFIER)
         subscription_id = ids[0] if isinstance(ids, list) and ids else 0
         assert isinstance(subscription_id, int)
-        results = []
+        results: list[tuple[int, bool]] = []
         for index, sub in enumerate(packet.subscriptions):
             qos = sub.qos
             if caps is not None:
@@ -1223,6 +1261,24 @@ class ServerConnection:
             results.append(
                 broker.subscribe(session, sub.topic_filter, qos, options, subscription_id)
             )
+        # The SUBACK (and the retained messages after it) wait for the subscriptions
+        # of a persistent session to be stored.
+        self._when_stored(mark, self._send_suback, packet, results, subscription_id)
+
+    def _send_suback(
+        self,
+        stored: bool,
+        packet: Subscribe,
+        results: list[tuple[int, bool]],
+        subscription_id: int,
+    ) -> None:
+        if not stored:
+            self._store_failed("a subscription")
+            return
+        session = self.session
+        assert session is not None
+        broker = self.broker
+        level = self.protocol_level
         if level == 5:
             codes = tuple(granted for granted, _ in results)
             self._send_v5(Suback(packet.packet_id, codes), _refusals(packet.subscriptions, codes))
@@ -1240,7 +1296,15 @@ class ServerConnection:
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session
         assert session is not None
+        journal = self.broker.journal
+        mark = journal.recorded if journal is not None else 0
         found = [self.broker.unsubscribe(session, f) for f in packet.topic_filters]
+        self._when_stored(mark, self._send_unsuback, packet, found)
+
+    def _send_unsuback(self, stored: bool, packet: Unsubscribe, found: list[bool]) -> None:
+        if not stored:
+            self._store_failed("an unsubscription")
+            return
         if self.protocol_level == 5:
             codes = tuple(0x00 if ok else ReasonCode.NO_SUBSCRIPTION_EXISTED for ok in found)
             missing = [f for f, ok in zip(packet.topic_filters, found, strict=True) if not ok]

@@ -171,9 +171,17 @@ class BrokerHarness:
 
 
 def subscribe(client: FakeClient, *filters: tuple[str, int], packet_id: int = 1) -> list[int]:
-    """Subscribe; the SUBACK codes (retained messages that follow stay for received())."""
+    """
+    Subscribe; the SUBACK codes (retained messages that follow stay for received()).
+    A persistent session's SUBACK waits for the store: the clock turns once for it.
+    """
     client.send(Subscribe(packet_id, tuple(Subscription(f, q) for f, q in filters)))
     packets = client.received()
+    if not any(isinstance(packet, Suback) for packet in packets):
+        client.harness.clock.advance(0)
+        client.keep(packets)
+        packets = client.received()
+    packets.sort(key=lambda packet: not isinstance(packet, Suback))
     suback = packets[0]
     assert isinstance(suback, Suback) and suback.packet_id == packet_id, packets
     client.keep(packets[1:])

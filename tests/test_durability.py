@@ -126,6 +126,57 @@ class _Durability:
         got = self.received_after_crash(2)
         self.assertEqual(sorted(got), sorted(b"%d" % i for i in range(COUNT)))  # type: ignore[attr-defined]
 
+    def test_subacks_survive(self) -> None:
+        """N SUBACKs, SIGKILL at once, restart: all N subscriptions are there."""
+        sub = self.client()
+        sub.connect("dur-subs", clean_start=False)
+        count = COUNT // 3
+        sub.send(*(Subscribe(i + 1, (Subscription(f"{TOPIC}/{i}", 1),)) for i in range(count)))
+        for _ in range(count):
+            sub.expect(Suback)
+        self.crash()
+        pub = self.client()
+        pub.connect("dur-pub")
+        pub.send(*(Publish(f"{TOPIC}/{i}", b"%d" % i, 1, packet_id=i + 1) for i in range(count)))
+        for _ in range(count):
+            pub.expect(Puback)
+        sub = self.client()
+        assert sub.connect("dur-subs", clean_start=False).session_present
+        got = []
+        for _ in range(count):
+            packet = sub.expect(Publish)
+            got.append(packet.payload)
+            sub.send(Puback(packet.packet_id))  # type: ignore[arg-type]
+        self.assertEqual(sorted(got), sorted(b"%d" % i for i in range(count)))  # type: ignore[attr-defined]
+
+    def test_pubcomps_survive(self) -> None:
+        """
+        N PUBCOMPs, SIGKILL at once, restart: the N packet identifiers are free again,
+        so N new QoS 2 messages that reuse them are all delivered, none taken for a
+        re-sent one.
+        """
+        self.offline_subscriber(2)
+        pub = self.client()
+        pub.connect("dur-pub2", clean_start=False)
+        pub.send(*(Publish(TOPIC, b"old %d" % i, 2, packet_id=i + 1) for i in range(COUNT)))
+        for _ in range(COUNT):
+            pub.expect(Pubrec)
+        pub.send(*(Pubrel(i + 1) for i in range(COUNT)))
+        for _ in range(COUNT):
+            pub.expect(Pubcomp)
+        self.crash()
+        pub = self.client()
+        assert pub.connect("dur-pub2", clean_start=False).session_present
+        pub.send(*(Publish(TOPIC, b"new %d" % i, 2, packet_id=i + 1) for i in range(COUNT)))
+        for _ in range(COUNT):
+            pub.expect(Pubrec)
+        pub.send(*(Pubrel(i + 1) for i in range(COUNT)))
+        for _ in range(COUNT):
+            pub.expect(Pubcomp)
+        got = self.received_after_crash(2)
+        expected = [b"old %d" % i for i in range(COUNT)] + [b"new %d" % i for i in range(COUNT)]
+        self.assertEqual(sorted(got), sorted(expected))  # type: ignore[attr-defined]
+
 
 class SQLiteDurabilityTests(_Durability, IntegrationTestCase):
     """The default store: a SQLite file in the broker's data directory."""

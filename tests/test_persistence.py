@@ -21,8 +21,10 @@ from mqttbroker.codec import (
     Pubrec,
     Pubrel,
     ReasonCode,
+    Suback,
     Subscribe,
     Subscription,
+    Unsuback,
     Unsubscribe,
     Will,
 )
@@ -50,7 +52,7 @@ from mqttbroker.persistence import (
     StoredSession,
     UpdateDelivery,
 )
-from mqttbroker.testing import BrokerHarness, subscribe
+from mqttbroker.testing import BrokerHarness, FakeClient, subscribe
 from mqttbroker.testing import publish_shape as shape
 
 
@@ -84,6 +86,17 @@ class ManualStore:
 
 def put(topic: str) -> PutRetained:
     return PutRetained(StoredMessage(topic, b"x", 1, True))
+
+
+def subscribe_stored(
+    harness: BrokerHarness, store: ManualStore, client: FakeClient, topic_filter: str
+) -> None:
+    """Subscribe at QoS 1 through a store the test commits: the SUBACK waits for it."""
+    client.send(Subscribe(1, (Subscription(topic_filter, 1),)))
+    harness.clock.advance(0)
+    assert client.received() == []
+    store.finish()
+    assert client.received() == [Suback(1, (1,))]
 
 
 def delivery_put(client_id: str, seq: int) -> PutDelivery:
@@ -485,7 +498,7 @@ class DeliveryStoreTests(SynchronousTestCase):
         store = ManualStore()
         harness = BrokerHarness(store=store)
         client, _ = harness.connect("sub", 4, clean_start=False)
-        subscribe(client, ("t", 1))
+        subscribe_stored(harness, store, client, "t")
         client.drop()
         harness.clock.advance(0)
         store.finish()
@@ -534,6 +547,97 @@ class DeliveryStoreTests(SynchronousTestCase):
         messages = {id(self.store.sessions[n].deliveries[0].message) for n in ("a", "b", "c")}
         self.assertEqual(len(messages), 1)
         self.assertEqual(publisher.received(), [Puback(1)])
+
+
+class AcknowledgementStoreTests(SynchronousTestCase):
+    """
+    Every acknowledgement that the store must back leaves after its commit: SUBACK,
+    UNSUBACK and PUBCOMP as well as PUBACK and PUBREC.
+    """
+
+    def setUp(self) -> None:
+        self.store = ManualStore()
+        self.harness = BrokerHarness(store=self.store)
+
+    def connect(self, client_id: str, level: int = 4) -> FakeClient:
+        fields: dict[str, object] = {}
+        if level == 5:
+            fields["properties"] = {PropertyId.SESSION_EXPIRY_INTERVAL: 3600}
+        client, _ = self.harness.connect(client_id, level, clean_start=False, **fields)
+        self.harness.clock.advance(0)
+        self.store.finish()  # the session
+        return client
+
+    def test_suback_then_retained_after_commit(self) -> None:
+        publisher = self.connect("pub")
+        publisher.send(Publish("t", b"kept", 1, retain=True, packet_id=1))
+        self.harness.clock.advance(0)
+        self.store.finish()
+        self.assertEqual(publisher.received(), [Puback(1)])
+        client = self.connect("sub")
+        client.send(Subscribe(1, (Subscription("t", 1),)))
+        self.harness.clock.advance(0)
+        self.assertEqual(self.store.groups[-1], [PutSubscription("sub", "t", 1)])
+        self.assertEqual(client.received(), [])
+        self.store.finish()
+        suback, retained = client.received()
+        self.assertEqual(suback, Suback(1, (1,)))
+        self.assertEqual((type(retained), retained.payload), (Publish, b"kept"))  # type: ignore[union-attr]
+
+    def test_unsuback_after_commit(self) -> None:
+        client = self.connect("sub")
+        subscribe_stored(self.harness, self.store, client, "t")
+        client.send(Unsubscribe(2, ("t",)))
+        self.harness.clock.advance(0)
+        self.assertEqual(client.received(), [])
+        self.store.finish()
+        self.assertEqual(client.received(), [Unsuback(2)])
+
+    def test_pubcomp_after_the_release_is_stored(self) -> None:
+        """
+        Were the release lost in a crash, the next message with that identifier would
+        be taken for a re-sent one and dropped: PUBCOMP waits for it.
+        """
+        publisher = self.connect("pub")
+        publisher.send(Publish("t", b"m", 2, packet_id=5))
+        self.harness.clock.advance(0)
+        self.store.finish()
+        self.assertEqual(publisher.received(), [Pubrec(5)])
+        publisher.send(Pubrel(5))
+        self.harness.clock.advance(0)
+        self.assertEqual(self.store.groups[-1], [DeleteAwaitingRel("pub", 5)])
+        self.assertEqual(publisher.received(), [])
+        self.store.finish()
+        self.assertEqual(publisher.received(), [Pubcomp(5)])
+
+    def test_clean_session_acks_at_once(self) -> None:
+        """Nothing of a clean session is stored, so nothing waits."""
+        client, _ = self.harness.connect("clean", 4)
+        client.send(Subscribe(1, (Subscription("t", 1),)), Unsubscribe(2, ("t",)))
+        self.assertEqual(client.received(), [Suback(1, (1,)), Unsuback(2)])
+
+    def test_store_failure_closes_instead(self) -> None:
+        """
+        SUBACK and PUBCOMP have no code for "not stored": the connection ends (MQTT 5:
+        DISCONNECT 0x80 first) and the client repeats the packet after reconnecting.
+        """
+        for level in (4, 5):
+            client = self.connect(f"sub{level}", level)
+            client.send(Subscribe(1, (Subscription("t", 1),)))
+            self.harness.clock.advance(0)
+            self.store.finish(PersistenceError("disk full"))
+            packets = client.received()
+            if level == 5:
+                [disconnect] = packets
+                self.assertEqual(disconnect.reason_code, ReasonCode.UNSPECIFIED_ERROR)  # type: ignore[union-attr]
+            else:
+                self.assertEqual(packets, [])
+            self.assertTrue(client.transport.disconnecting)
+            # The probe finds the store working again: the change was kept for it.
+            self.harness.clock.advance(self.harness.broker.journal.probe_delay)  # type: ignore[union-attr]
+            self.assertIn(PutSubscription(f"sub{level}", "t", 1), self.store.groups[-1])
+            self.store.finish()
+        self.flushLoggedErrors()
 
 
 class WillAndTTLStoreTests(SynchronousTestCase):
@@ -600,9 +704,7 @@ class FailingStoreTests(SynchronousTestCase):
         store = ManualStore()
         harness = BrokerHarness(store=store)
         sub, _ = harness.connect("sub", 4, clean_start=False)
-        subscribe(sub, ("t", 1))
-        harness.clock.advance(0)
-        store.finish()
+        subscribe_stored(harness, store, sub, "t")
         publisher, _ = harness.connect("p5", 5)
         publisher.send(Publish("t", b"first", 1, packet_id=1))
         harness.clock.advance(0)
