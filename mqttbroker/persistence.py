@@ -381,9 +381,10 @@ class Journal:
         A delivery that is put and deleted before its group leaves for the store
         (its receiver acknowledged it while the group before was being committed:
         a receiver that answers faster than the disk syncs) cancels out: neither the
-        put, nor its updates, nor the delete are written. The publisher's acknowledgement still waits for the group,
-        and the message was already acknowledged by its receiver, so nothing is
-        promised that the store would have had to keep. Only changes never handed to
+        put, nor its updates, nor the delete are written. The publisher's
+        acknowledgement still waits for the group, and the message was already
+        acknowledged by its receiver, so nothing is promised that the store would
+        have had to keep. Only changes never handed to
         the store cancel: a refused group's changes are kept as they are, since the
         store may have applied them after all.
         """
