@@ -28,7 +28,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mqttbroker.codec import PacketType, Will, decode_properties, encode_properties
+from mqttbroker.errors import MQTTError
 from mqttbroker.interfaces import IPersistence
+from mqttbroker.topics import shared_subscription, topic_filter_error
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -57,6 +59,7 @@ __all__ = [
     "StoredMessage",
     "StoredSession",
     "UpdateDelivery",
+    "check_snapshot",
     "restored_message",
     "stored_message",
 ]
@@ -145,6 +148,117 @@ class Snapshot:
 
     sessions: list[StoredSession] = field(default_factory=list)
     retained: list[StoredMessage] = field(default_factory=list)
+
+
+# -- checking what a store gave back ----------------------------------------------------
+
+#: The largest MQTT 5 Subscription Identifier (a variable byte integer).
+_MAX_SUBSCRIPTION_ID = 268_435_455
+
+
+def check_snapshot(snapshot: Snapshot) -> None:
+    """
+    Raise ValueError, naming the record, if anything a store read back could not
+    have been written by a broker: a damaged file or a foreign writer under our
+    prefix. The broker then refuses to start with that message rather than take
+    in state that would fail later, when a client comes back.
+    """
+    for stored in snapshot.retained:
+        _check_message(stored, f"retained message {stored.topic!r}")
+    for session in snapshot.sessions:
+        where = f"session {session.client_id!r}"
+        _check(isinstance(session.client_id, str), where, "client id is not text")
+        _check_optional(session.expiry_interval, int, where, "expiry interval")
+        _check_optional(session.disconnected_at, (int, float), where, "time it left")
+        _check_optional(session.username, str, where, "user name")
+        _check_optional(session.will_at, (int, float), where, "will time")
+        for topic_filter, value in session.subscriptions.items():
+            _check(
+                isinstance(topic_filter, str) and _filter_ok(topic_filter),
+                where,
+                f"subscription filter {topic_filter!r} is not valid",
+            )
+            _check(
+                isinstance(value, int) and value >= 0 and value & 3 <= 2,
+                where,
+                f"subscription {topic_filter!r} has the value {value!r}",
+            )
+        for packet_id in session.awaiting_rel:
+            _check(_is_packet_id(packet_id), where, f"packet id {packet_id!r} awaiting PUBREL")
+        seen: set[int] = set()
+        for delivery in session.deliveries:
+            at = f"{where}, delivery {delivery.seq!r}"
+            _check(
+                isinstance(delivery.seq, int) and delivery.seq > 0 and delivery.seq not in seen,
+                at,
+                "its place is not a positive whole number of its own",
+            )
+            seen.add(delivery.seq)
+            _check(delivery.qos in (0, 1, 2), at, f"QoS {delivery.qos!r}")
+            _check(
+                delivery.packet_id is None or _is_packet_id(delivery.packet_id),
+                at,
+                f"packet id {delivery.packet_id!r}",
+            )
+            _check(
+                all(
+                    isinstance(i, int) and 0 < i <= _MAX_SUBSCRIPTION_ID
+                    for i in delivery.subscription_ids
+                ),
+                at,
+                f"subscription identifiers {delivery.subscription_ids!r}",
+            )
+            _check_optional(delivery.shared, str, at, "shared group")
+            _check_message(delivery.message, at)
+        will = session.will
+        if will is not None:
+            _check_publication(will.topic, will.payload, will.qos, f"{where}: will")
+
+
+def _check_publication(topic: object, payload: object, qos: object, where: str) -> None:
+    """What a stored message and a stored will have in common."""
+    _check(
+        isinstance(topic, str) and _topic_ok(topic),
+        where,
+        f"topic {topic!r} is not a valid topic name",
+    )
+    _check(isinstance(payload, bytes), where, "payload is not bytes")
+    _check(qos in (0, 1, 2), where, f"QoS {qos!r}")
+
+
+def _check_message(message: StoredMessage, where: str) -> None:
+    _check_publication(message.topic, message.payload, message.qos, where)
+    _check(isinstance(message.properties, bytes), where, "properties are not bytes")
+    _check_optional(message.publisher, str, where, "publisher")
+    _check_optional(message.expires_at, (int, float), where, "expiry time")
+    if message.properties:
+        try:
+            decode_properties(message.properties, _PUBLISH)
+        except MQTTError as error:
+            raise ValueError(f"{where}: properties do not decode: {error}") from None
+
+
+def _check(condition: bool, where: str, what: str) -> None:
+    if not condition:
+        raise ValueError(f"{where}: {what}")
+
+
+def _check_optional(value: object, kind: type | tuple[type, ...], where: str, what: str) -> None:
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ValueError(f"{where}: {what} {value!r} is not of the right kind")
+
+
+def _is_packet_id(value: object) -> bool:
+    return isinstance(value, int) and 0 < value <= 0xFFFF
+
+
+def _topic_ok(topic: str) -> bool:
+    return bool(topic) and "+" not in topic and "#" not in topic and "\0" not in topic
+
+
+def _filter_ok(topic_filter: str) -> bool:
+    shared = shared_subscription(topic_filter)
+    return topic_filter_error(shared[1] if shared is not None else topic_filter) is None
 
 
 def stored_message(message: Message) -> StoredMessage:

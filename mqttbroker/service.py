@@ -6,7 +6,9 @@ The broker's lifecycle as a Twisted service.
 from __future__ import annotations
 
 import gc
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ from twisted.python.failure import Failure
 
 from mqttbroker.broker import Broker
 from mqttbroker.interfaces import IPersistence
-from mqttbroker.persistence import Journal, Snapshot
+from mqttbroker.persistence import Journal, PersistenceError, Snapshot
 
 __all__ = [
     "BackendsService",
@@ -183,6 +185,23 @@ class BackendsService(Service):
         return DeferredList(closing) if closing else None
 
 
+def _stop_process() -> None:
+    """
+    Stop the reactor, and once everything has shut down, leave with status 1:
+    C{twist} itself would exit 0, and a service manager (systemd, a container
+    runtime) would take a broker that never started for one that ended normally.
+    """
+    from twisted.internet import reactor  # noqa: PLC0415
+
+    def leave() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    reactor.addSystemEventTrigger("after", "shutdown", leave)
+    reactor.stop()
+
+
 class PersistenceService(MultiService):
     """
     Takes the broker's state back from its store before anything else starts (its
@@ -190,11 +209,20 @@ class PersistenceService(MultiService):
     commits what is left and closes the store after they have stopped.
     """
 
-    def __init__(self, broker: Broker, store: IPersistence, journal: Journal) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        store: IPersistence,
+        journal: Journal,
+        give_up: Callable[[], object] | None = None,
+    ) -> None:
         super().__init__()
         self.broker = broker
         self.store = store
         self.journal = journal
+        #: Called when the store cannot be loaded: by default the process stops,
+        #: with exit status 1 for the service manager to see.
+        self.give_up = give_up if give_up is not None else _stop_process
         #: Fires once the store is loaded and the children started (for tests).
         self.ready: Deferred[None] = Deferred()
 
@@ -219,14 +247,29 @@ class PersistenceService(MultiService):
         self.ready.callback(None)
 
     def _failed(self, failure: Failure) -> None:
-        _log.failure("Could not load the broker's state from its store; stopping", failure)
+        if failure.check(PersistenceError):
+            # The store says what is wrong (unreachable, damaged, which record): no
+            # traceback in the way of that.
+            _log.error(
+                "Could not load the broker's state from its store; stopping: {error}",
+                error=failure.getErrorMessage(),
+            )
+        else:
+            _log.failure("Could not load the broker's state from its store; stopping", failure)
         self.ready.errback(failure)
-        from twisted.internet import reactor  # noqa: PLC0415
-
-        reactor.stop()
+        # Said above; not "unhandled" again when nobody waited for it.
+        self.ready.addErrback(lambda _: None)
+        self.give_up()
 
     def stopService(self) -> Deferred[None]:
-        stopping: Deferred[Any] = maybeDeferred(super().stopService)
+        stopping: Deferred[Any]
+        if any(service.running for service in self):
+            stopping = maybeDeferred(super().stopService)
+        else:
+            # The store never loaded: the children never started, and a listening
+            # service that never started cannot be stopped.
+            Service.stopService(self)
+            stopping = maybeDeferred(lambda: None)
 
         def flushed(_: object) -> Deferred[Any]:
             # What the shutdown itself changed (wills, detached sessions) is kept.

@@ -8,7 +8,10 @@ and for Redis (a real redis-server, also killed and restarted from its AOF).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sqlite3
 
 from conformance.wire import WireClient
 from mqttbroker.codec import (
@@ -22,7 +25,7 @@ from mqttbroker.codec import (
     Subscription,
 )
 from tests.redis_server import RedisServer
-from tests.support import HOST, BrokerProcess, IntegrationTestCase
+from tests.support import HOST, BrokerError, BrokerProcess, IntegrationTestCase
 
 #: Messages per test: enough to span many commit groups, few enough to stay quick.
 COUNT = 300
@@ -183,6 +186,39 @@ class SQLiteDurabilityTests(_Durability, IntegrationTestCase):
 
     def setUp(self) -> None:
         self.broker = self.start_broker(*self.store_args())
+
+
+class DamagedStoreTests(IntegrationTestCase):
+    """A broker whose store is damaged says which record, and does not start."""
+
+    def test_damaged_record_stops_the_start(self) -> None:
+        broker = BrokerProcess()
+        self.addCleanup(broker.remove_log)
+        broker.start()
+        client = WireClient(HOST, broker.port, 4, timeout=15)
+        self.addCleanup(client.close)
+        client.connect("dur-damaged", clean_start=False)
+        client.send(Subscribe(1, (Subscription(TOPIC, 1),)))
+        client.expect(Suback)
+        client.close()
+        broker.wait_for_log(r"Client 'dur-damaged' disconnected")
+        broker.stop()
+        path = os.path.join(broker.data_dir, "mqttbroker.sqlite3")
+        with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+            connection.execute("UPDATE subscriptions SET value = 3")
+        with self.assertRaises(BrokerError) as raised:
+            broker.start()
+        self.assertIn(
+            "Could not load the broker's state from its store; stopping: SQLite store",
+            str(raised.exception),
+        )
+        self.assertIn(
+            f"damaged record: session 'dur-damaged': subscription '{TOPIC}' has the value 3",
+            str(raised.exception),
+        )
+        self.assertNotIn("Traceback", str(raised.exception))
+        # A service manager sees that it did not start.
+        self.assertEqual(broker.process.returncode, 1)  # type: ignore[union-attr]
 
 
 class RedisDurabilityTests(_Durability, IntegrationTestCase):

@@ -51,6 +51,7 @@ from mqttbroker.persistence import (
     StoredMessage,
     StoredSession,
     UpdateDelivery,
+    check_snapshot,
 )
 from mqttbroker.testing import BrokerHarness, FakeClient, subscribe
 from mqttbroker.testing import publish_shape as shape
@@ -246,6 +247,57 @@ class JournalTests(SynchronousTestCase):
         waiter = journal.durable()
         self.clock.advance(0)
         self.successResultOf(waiter)
+
+
+class CheckSnapshotTests(SynchronousTestCase):
+    """What a store gives back is checked before the broker takes it in."""
+
+    def good(self) -> Snapshot:
+        message = StoredMessage("a/b", b"x", 1, False, b"\x05\x02\x00\x00\x00\x3c", "pub", 1e9)
+        return Snapshot(
+            [
+                StoredSession(
+                    "c1",
+                    3600,
+                    12.5,
+                    "alice",
+                    {"a/#": 1 | 3 << 4, "$share/g/x": 2},
+                    [StoredDelivery(1, message, 1, False, (3,), 7), StoredDelivery(2, message, 0)],
+                    {5},
+                    Will("w", b"gone", 1, False),
+                    99.0,
+                ),
+                StoredSession("c2"),
+            ],
+            [message],
+        )
+
+    def test_good(self) -> None:
+        check_snapshot(self.good())
+
+    def test_each_damage_named(self) -> None:
+        damages = [
+            (lambda s: setattr(s.retained[0], "topic", "a/+"), "retained message 'a/+'"),
+            (lambda s: setattr(s.retained[0], "qos", 3), "QoS 3"),
+            (lambda s: setattr(s.retained[0], "payload", "text"), "payload is not bytes"),
+            (lambda s: setattr(s.retained[0], "properties", b"\x05\xff"), "do not decode"),
+            (lambda s: setattr(s.sessions[0], "expiry_interval", "1"), "expiry interval"),
+            (lambda s: s.sessions[0].subscriptions.update({"a/#/b": 1}), "'a/#/b' is not valid"),
+            (lambda s: s.sessions[0].subscriptions.update({"t": 3}), "has the value 3"),
+            (lambda s: s.sessions[0].awaiting_rel.add(0), "packet id 0 awaiting PUBREL"),
+            (lambda s: setattr(s.sessions[0].deliveries[1], "seq", 1), "delivery 1: its place"),
+            (lambda s: setattr(s.sessions[0].deliveries[0], "seq", 0), "delivery 0: its place"),
+            (lambda s: setattr(s.sessions[0].deliveries[0], "packet_id", 70000), "70000"),
+            (lambda s: setattr(s.sessions[0].deliveries[0], "subscription_ids", (0,)), "(0,)"),
+            (lambda s: setattr(s.sessions[0].deliveries[0], "qos", None), "QoS None"),
+            (lambda s: setattr(s.sessions[0], "will", Will("w/#", b"", 0, False)), "will: topic"),
+        ]
+        for damage, named in damages:
+            snapshot = self.good()
+            damage(snapshot)
+            with self.assertRaises(ValueError) as raised:
+                check_snapshot(snapshot)
+            self.assertIn(named, str(raised.exception))
 
 
 # -- the broker's sessions, subscriptions and retained messages through a store -------

@@ -338,6 +338,21 @@ class StoreTests(StoreTestCase):
             await self.store.load()
         self.assertIn("unreadable record", str(caught.exception))
 
+    async def test_record_no_broker_writes(self) -> None:
+        """
+        A record that decodes but could not have come from a broker (a wildcard in a
+        retained topic) fails load() naming it, rather than failing later.
+        """
+        self.raw(
+            b"HSET",
+            b"mqtt:retained",
+            b"a/+",
+            backend.encode_message(StoredMessage("a/+", b"x", 0, True)),
+        )
+        with self.assertRaises(PersistenceError) as caught:
+            await self.store.load()
+        self.assertIn("retained message 'a/+'", str(caught.exception))
+
     async def test_close(self) -> None:
         """After close() a group fails at once; close() is idempotent."""
         await self.store.apply([PutSession("c", None, None)])
@@ -518,7 +533,7 @@ class MeasureTests(StoreTestCase):
                         client,
                         StoredDelivery(seq, StoredMessage(f"t/{session}", payload, 1, False), 1),
                     )
-                    for seq in range(self.PER_SESSION)
+                    for seq in range(1, self.PER_SESSION + 1)
                 ]
             )
             groups += 1

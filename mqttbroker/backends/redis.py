@@ -59,6 +59,7 @@ from mqttbroker.persistence import (
     StoredMessage,
     StoredSession,
     UpdateDelivery,
+    check_snapshot,
 )
 
 __all__ = ["FORMAT", "PARAMETERS", "RedisStore", "build"]
@@ -745,7 +746,9 @@ class RedisStore:
                 sessions.append(_session(cid, own, subscriptions, deliveries, awaiting_rel, will))
         retained = [decode_message(value) for _, value in _pairs(retained_pairs)]
         retained.sort(key=lambda message: message.topic)
-        return Snapshot(sessions, retained)
+        snapshot = Snapshot(sessions, retained)
+        check_snapshot(snapshot)
+        return snapshot
 
     def _load(self) -> Deferred[Snapshot]:
         def corrupt(failure: Failure) -> Failure:

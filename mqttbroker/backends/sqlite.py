@@ -57,6 +57,7 @@ from mqttbroker.persistence import (
     StoredMessage,
     StoredSession,
     UpdateDelivery,
+    check_snapshot,
 )
 
 try:
@@ -362,9 +363,17 @@ class SQLiteStore:
 
     def _load(self) -> Snapshot:
         try:
-            return self._read()
-        except (sqlite3.Error, MQTTError) as error:
+            snapshot = self._read()
+        except sqlite3.Error as error:
             raise PersistenceError(f"SQLite store {self.path}: cannot read: {error}") from error
+        except (MQTTError, ValueError, TypeError, AttributeError, UnicodeError) as error:
+            # A value of the wrong kind in a column (SQLite does not enforce types).
+            raise PersistenceError(f"SQLite store {self.path}: damaged record: {error}") from None
+        try:
+            check_snapshot(snapshot)
+        except ValueError as error:
+            raise PersistenceError(f"SQLite store {self.path}: damaged record: {error}") from None
+        return snapshot
 
     def _read(self) -> Snapshot:
         connection = self._connection
@@ -527,7 +536,9 @@ def _prepare(connection: sqlite3.Connection, path: str, synchronous: str, max_pa
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         application = connection.execute("PRAGMA application_id").fetchone()[0]
         tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except sqlite3.DatabaseError as error:
+    except (sqlite3.DatabaseError, ValueError) as error:
+        # ValueError: text that is not UTF-8 where SQLite keeps the schema (a
+        # scribbled file).
         raise StoreOpenError(f"SQLite store {path}: not usable: {error}") from None
     if application not in (0, APPLICATION_ID) or (version == 0 and tables):
         raise StoreOpenError(f"SQLite store {path}: this SQLite file is not an mqttbroker store")
@@ -557,7 +568,7 @@ def _prepare(connection: sqlite3.Connection, path: str, synchronous: str, max_pa
             connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
             connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             connection.execute("COMMIT")
-    except sqlite3.Error as error:
+    except (sqlite3.Error, ValueError) as error:
         raise StoreOpenError(f"SQLite store {path}: cannot prepare: {error}") from None
 
 
