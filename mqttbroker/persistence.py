@@ -161,95 +161,104 @@ def check_snapshot(snapshot: Snapshot) -> None:
     Raise ValueError, naming the record, if anything a store read back could not
     have been written by a broker: a damaged file or a foreign writer under our
     prefix. The broker then refuses to start with that message rather than take
-    in state that would fail later, when a client comes back.
+    in state that would fail later, when a client comes back. (Messages are only
+    put together for a record found wrong: this runs over every record at start.)
     """
     for stored in snapshot.retained:
-        _check_message(stored, f"retained message {stored.topic!r}")
+        problem = _message_problem(stored)
+        if problem:
+            raise ValueError(f"retained message {stored.topic!r}: {problem}")
     for session in snapshot.sessions:
-        where = f"session {session.client_id!r}"
-        _check(isinstance(session.client_id, str), where, "client id is not text")
-        _check_optional(session.expiry_interval, int, where, "expiry interval")
-        _check_optional(session.disconnected_at, (int, float), where, "time it left")
-        _check_optional(session.username, str, where, "user name")
-        _check_optional(session.will_at, (int, float), where, "will time")
-        for topic_filter, value in session.subscriptions.items():
-            _check(
-                isinstance(topic_filter, str) and _filter_ok(topic_filter),
-                where,
-                f"subscription filter {topic_filter!r} is not valid",
-            )
-            _check(
-                isinstance(value, int) and value >= 0 and value & 3 <= 2,
-                where,
-                f"subscription {topic_filter!r} has the value {value!r}",
-            )
-        for packet_id in session.awaiting_rel:
-            _check(_is_packet_id(packet_id), where, f"packet id {packet_id!r} awaiting PUBREL")
-        seen: set[int] = set()
-        for delivery in session.deliveries:
-            at = f"{where}, delivery {delivery.seq!r}"
-            _check(
-                isinstance(delivery.seq, int) and delivery.seq > 0 and delivery.seq not in seen,
-                at,
-                "its place is not a positive whole number of its own",
-            )
-            seen.add(delivery.seq)
-            _check(delivery.qos in (0, 1, 2), at, f"QoS {delivery.qos!r}")
-            _check(
-                delivery.packet_id is None or _is_packet_id(delivery.packet_id),
-                at,
-                f"packet id {delivery.packet_id!r}",
-            )
-            _check(
-                all(
-                    isinstance(i, int) and 0 < i <= _MAX_SUBSCRIPTION_ID
-                    for i in delivery.subscription_ids
-                ),
-                at,
-                f"subscription identifiers {delivery.subscription_ids!r}",
-            )
-            _check_optional(delivery.shared, str, at, "shared group")
-            _check_message(delivery.message, at)
-        will = session.will
-        if will is not None:
-            _check_publication(will.topic, will.payload, will.qos, f"{where}: will")
+        problem = _session_problem(session)
+        if problem:
+            raise ValueError(f"session {session.client_id!r}{problem}")
 
 
-def _check_publication(topic: object, payload: object, qos: object, where: str) -> None:
-    """What a stored message and a stored will have in common."""
-    _check(
-        isinstance(topic, str) and _topic_ok(topic),
-        where,
-        f"topic {topic!r} is not a valid topic name",
-    )
-    _check(isinstance(payload, bytes), where, "payload is not bytes")
-    _check(qos in (0, 1, 2), where, f"QoS {qos!r}")
+def _session_problem(session: StoredSession) -> str | None:
+    """What is wrong with a stored session (": ..." or ", delivery N: ..."), if anything."""
+    if not isinstance(session.client_id, str):
+        return ": client id is not text"
+    for value, kind, what in (
+        (session.expiry_interval, int, "expiry interval"),
+        (session.disconnected_at, (int, float), "time it left"),
+        (session.username, str, "user name"),
+        (session.will_at, (int, float), "will time"),
+    ):
+        if not _optional_ok(value, kind):
+            return f": {what} {value!r} is not of the right kind"
+    for topic_filter, value in session.subscriptions.items():
+        if not (isinstance(topic_filter, str) and _filter_ok(topic_filter)):
+            return f": subscription filter {topic_filter!r} is not valid"
+        if not (type(value) is int and value >= 0 and value & 3 <= 2):
+            return f": subscription {topic_filter!r} has the value {value!r}"
+    for packet_id in session.awaiting_rel:
+        if not _is_packet_id(packet_id):
+            return f": packet id {packet_id!r} awaiting PUBREL"
+    seen: set[int] = set()
+    for delivery in session.deliveries:
+        problem = _delivery_problem(delivery, seen)
+        if problem:
+            return f", delivery {delivery.seq!r}: {problem}"
+    will = session.will
+    if will is not None:
+        problem = _publication_problem(will.topic, will.payload, will.qos)
+        if problem:
+            return f": will: {problem}"
+    return None
 
 
-def _check_message(message: StoredMessage, where: str) -> None:
-    _check_publication(message.topic, message.payload, message.qos, where)
-    _check(isinstance(message.properties, bytes), where, "properties are not bytes")
-    _check_optional(message.publisher, str, where, "publisher")
-    _check_optional(message.expires_at, (int, float), where, "expiry time")
+def _delivery_problem(delivery: StoredDelivery, seen: set[int]) -> str | None:
+    seq = delivery.seq
+    if type(seq) is not int or seq <= 0 or seq in seen:
+        return "its place is not a positive whole number of its own"
+    seen.add(seq)
+    if delivery.qos not in (0, 1, 2):
+        return f"QoS {delivery.qos!r}"
+    if delivery.packet_id is not None and not _is_packet_id(delivery.packet_id):
+        return f"packet id {delivery.packet_id!r}"
+    for i in delivery.subscription_ids:
+        if not (type(i) is int and 0 < i <= _MAX_SUBSCRIPTION_ID):
+            return f"subscription identifiers {delivery.subscription_ids!r}"
+    if not _optional_ok(delivery.shared, str):
+        return f"shared group {delivery.shared!r} is not of the right kind"
+    return _message_problem(delivery.message)
+
+
+def _message_problem(message: StoredMessage) -> str | None:
+    problem = _publication_problem(message.topic, message.payload, message.qos)
+    if problem:
+        return problem
+    if not isinstance(message.properties, bytes):
+        return "properties are not bytes"
+    if not _optional_ok(message.publisher, str):
+        return f"publisher {message.publisher!r} is not of the right kind"
+    if not _optional_ok(message.expires_at, (int, float)):
+        return f"expiry time {message.expires_at!r} is not of the right kind"
     if message.properties:
         try:
             decode_properties(message.properties, _PUBLISH)
         except MQTTError as error:
-            raise ValueError(f"{where}: properties do not decode: {error}") from None
+            return f"properties do not decode: {error}"
+    return None
 
 
-def _check(condition: bool, where: str, what: str) -> None:
-    if not condition:
-        raise ValueError(f"{where}: {what}")
+def _publication_problem(topic: object, payload: object, qos: object) -> str | None:
+    """What a stored message and a stored will have in common."""
+    if not (isinstance(topic, str) and _topic_ok(topic)):
+        return f"topic {topic!r} is not a valid topic name"
+    if not isinstance(payload, bytes):
+        return "payload is not bytes"
+    if qos not in (0, 1, 2):
+        return f"QoS {qos!r}"
+    return None
 
 
-def _check_optional(value: object, kind: type | tuple[type, ...], where: str, what: str) -> None:
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise ValueError(f"{where}: {what} {value!r} is not of the right kind")
+def _optional_ok(value: object, kind: type | tuple[type, ...]) -> bool:
+    return value is None or (isinstance(value, kind) and not isinstance(value, bool))
 
 
 def _is_packet_id(value: object) -> bool:
-    return isinstance(value, int) and 0 < value <= 0xFFFF
+    return type(value) is int and 0 < value <= 0xFFFF
 
 
 def _topic_ok(topic: str) -> bool:
