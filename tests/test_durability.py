@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import sqlite3
 
@@ -92,16 +93,24 @@ class _Durability:
         self.assertEqual(got, [b"%d" % i for i in range(COUNT)])  # type: ignore[attr-defined]
 
     def test_killed_mid_stream(self) -> None:
-        """Killed while acknowledging: every message whose PUBACK came is delivered."""
-        self.offline_subscriber(1)
-        pub = self.client()
-        pub.connect("dur-pub")
-        pub.send(*(Publish(TOPIC, b"%d" % i, 1, packet_id=i + 1) for i in range(COUNT)))
-        acked = [pub.expect(Puback).packet_id for _ in range(COUNT // 2)]
-        self.crash()
-        got = set(self.received_after_crash(1))
-        missing = {b"%d" % (pid - 1) for pid in acked if pid is not None} - got
-        self.assertEqual(missing, set())  # type: ignore[attr-defined]
+        """
+        Killed while acknowledging, at the middle and at two seeded random points:
+        every message whose PUBACK came is delivered (acked is a subset of received).
+        """
+        rng = random.Random(14)
+        for round_, kill_after in enumerate(
+            (COUNT // 2, rng.randrange(1, COUNT), rng.randrange(1, COUNT))
+        ):
+            self.offline_subscriber(1)
+            pub = self.client()
+            pub.connect("dur-pub")
+            tag = b"%d-" % round_
+            pub.send(*(Publish(TOPIC, tag + b"%d" % i, 1, packet_id=i + 1) for i in range(COUNT)))
+            acked = [pub.expect(Puback).packet_id for _ in range(kill_after)]
+            self.crash()
+            got = set(self.received_after_crash(1))
+            missing = {tag + b"%d" % (pid - 1) for pid in acked if pid is not None} - got
+            self.assertEqual(missing, set(), f"killed after {kill_after} PUBACKs")  # type: ignore[attr-defined]
 
     def test_qos2_exactly_once(self) -> None:
         """
