@@ -448,6 +448,22 @@ def memory(parameters: Mapping[str, str]) -> MemoryPersistence:
 # -- the journal: group commit ---------------------------------------------------------
 
 
+def _row_of(change: Change) -> tuple[Any, ...] | None:
+    """The single store row a change writes whole (put or delete), if it is one."""
+    kind = type(change)
+    if kind is PutSession:
+        return ("session", change.client_id)  # type: ignore[union-attr]
+    if kind is PutSubscription or kind is DeleteSubscription:
+        return ("subscription", change.client_id, change.topic_filter)  # type: ignore[union-attr]
+    if kind is PutWill or kind is DeleteWill:
+        return ("will", change.client_id)  # type: ignore[union-attr]
+    if kind is PutRetained:
+        return ("retained", change.message.topic)  # type: ignore[union-attr]
+    if kind is DeleteRetained:
+        return ("retained", change.topic)  # type: ignore[union-attr]
+    return None
+
+
 class Journal:
     """
     Gathers the broker's changes and commits them in groups, one group at a time, in
@@ -476,7 +492,11 @@ class Journal:
         #: by (client id, seq): a delivery acknowledged before its group leaves is
         #: never written at all.
         self._fresh: dict[tuple[str, int], list[int]] = {}
-        #: Changes dropped that way (counted for benchmarks and tests).
+        #: Where the last not yet submitted write of each single-row record is in
+        #: C{_pending} (a session's row, a subscription, a will, a retained message):
+        #: a later write of the same row makes it pointless.
+        self._latest: dict[tuple[Any, ...], int] = {}
+        #: Changes dropped either way (counted for benchmarks and tests).
         self.absorbed = 0
         #: Groups handed to the store so far: the waits of L{durable} begun while it
         #: holds the same number end together.
@@ -529,11 +549,25 @@ class Journal:
             places = self._fresh.get((change.client_id, change.seq))  # type: ignore[union-attr]
             if places is not None:
                 places.append(len(pending))
-        elif kind is DeleteSession and self._fresh:
-            # A session made again under the same client id counts seq from 1 anew.
-            client_id = change.client_id  # type: ignore[union-attr]
-            for key in [key for key in self._fresh if key[0] == client_id]:
-                del self._fresh[key]
+        elif kind is DeleteSession:
+            if self._fresh:
+                # A session made again under the same client id counts seq from 1 anew.
+                client_id = change.client_id  # type: ignore[union-attr]
+                for key in [key for key in self._fresh if key[0] == client_id]:
+                    del self._fresh[key]
+        else:
+            row = _row_of(change)
+            if row is not None:
+                # The row ends as the last write says whatever came between (a
+                # DeleteSession included): an earlier write of it need not be made.
+                # Reconnection storms and retained "last value" topics write the
+                # same rows over and over, above all while the store is down.
+                latest = self._latest
+                earlier = latest.get(row)
+                if earlier is not None:
+                    pending[earlier] = None
+                    self.absorbed += 1
+                latest[row] = len(pending)
         pending.append(change)
         self._schedule()
 
@@ -558,6 +592,7 @@ class Journal:
         self.groups += 1
         fresh, self._pending = self._pending, []
         self._fresh = {}
+        self._latest = {}
         changes, self._retry = self._retry, []
         changes.extend(change for change in fresh if change is not None)
         waiters, self._waiters = self._waiters, []

@@ -235,6 +235,50 @@ class JournalTests(SynchronousTestCase):
             [delivery_put("sub", 1), DeleteSession("sub"), DeleteDelivery("sub", 1)],
         )
 
+    def test_last_write_of_a_row_wins(self) -> None:
+        """
+        Of several writes of one row before the group leaves, only the last is made:
+        a retained topic published to a thousand times, a session reconnecting, a
+        filter subscribed and unsubscribed, a will set and cleared.
+        """
+        self.journal.record(put("held"))
+        self.clock.advance(0)  # group 1 commits, slowly
+        for n in range(1000):
+            self.journal.record(PutRetained(StoredMessage("last/value", b"%d" % n, 0, True)))
+        self.journal.record(PutSession("c", None, None))
+        self.journal.record(PutSubscription("c", "f", 1))
+        self.journal.record(PutWill("c", Will("w", b"", 0, False), 5.0))
+        self.journal.record(DeleteSession("c"))
+        self.journal.record(PutSession("c", None, 12.5))
+        self.journal.record(DeleteSubscription("c", "f"))
+        self.journal.record(DeleteWill("c"))
+        self.journal.record(DeleteRetained("other"))
+        self.assertEqual(self.journal.absorbed, 999 + 3)
+        self.store.finish()
+        self.clock.advance(0)
+        self.assertEqual(
+            self.store.groups[1],
+            [
+                PutRetained(StoredMessage("last/value", b"999", 0, True)),
+                DeleteSession("c"),
+                PutSession("c", None, 12.5),
+                DeleteSubscription("c", "f"),
+                DeleteWill("c"),
+                DeleteRetained("other"),
+            ],
+        )
+
+    def test_rows_written_again_after_their_group_left(self) -> None:
+        """A write already handed to the store is never dropped for a later one."""
+        self.journal.record(PutSession("c", None, None))
+        self.clock.advance(0)
+        self.journal.record(PutSession("c", None, 1.0))
+        self.store.finish()
+        self.clock.advance(0)
+        self.assertEqual(
+            self.store.groups, [[PutSession("c", None, None)], [PutSession("c", None, 1.0)]]
+        )
+
     def test_durable_with_nothing_pending(self) -> None:
         waiter = self.journal.durable()
         self.clock.advance(0)
@@ -325,24 +369,32 @@ class ModelStore:
             self._apply(change)
         return succeed(None)
 
+    def _session(self, client_id: str) -> StoredSession:
+        return self.sessions.setdefault(client_id, StoredSession(client_id))
+
     def _apply(self, change: Change) -> None:
+        # Like the real stores, a row written for a session whose row is not there
+        # (yet: the journal keeps only the last write of a row, which may come after
+        # the others) is kept, under a session with default fields; deleting from a
+        # session that is not there does nothing.
         if isinstance(change, PutSession):
-            session = self.sessions.setdefault(change.client_id, StoredSession(change.client_id))
+            session = self._session(change.client_id)
             session.expiry_interval = change.expiry_interval
             session.disconnected_at = change.disconnected_at
             session.username = change.username
         elif isinstance(change, DeleteSession):
             self.sessions.pop(change.client_id, None)
         elif isinstance(change, PutSubscription):
-            self.sessions[change.client_id].subscriptions[change.topic_filter] = change.value
+            self._session(change.client_id).subscriptions[change.topic_filter] = change.value
         elif isinstance(change, DeleteSubscription):
-            self.sessions[change.client_id].subscriptions.pop(change.topic_filter, None)
+            if change.client_id in self.sessions:
+                self.sessions[change.client_id].subscriptions.pop(change.topic_filter, None)
         elif isinstance(change, PutDelivery):
-            deliveries = self.sessions[change.client_id].deliveries
+            deliveries = self._session(change.client_id).deliveries
             deliveries[:] = [d for d in deliveries if d.seq != change.delivery.seq]
             deliveries.append(change.delivery)
         elif isinstance(change, UpdateDelivery):
-            deliveries = self.sessions[change.client_id].deliveries
+            deliveries = self._session(change.client_id).deliveries
             deliveries[:] = [
                 dataclasses.replace(d, packet_id=change.packet_id, released=change.released)
                 if d.seq == change.seq
@@ -350,18 +402,21 @@ class ModelStore:
                 for d in deliveries
             ]
         elif isinstance(change, DeleteDelivery):
-            deliveries = self.sessions[change.client_id].deliveries
-            deliveries[:] = [d for d in deliveries if d.seq != change.seq]
+            if change.client_id in self.sessions:
+                deliveries = self.sessions[change.client_id].deliveries
+                deliveries[:] = [d for d in deliveries if d.seq != change.seq]
         elif isinstance(change, AddAwaitingRel):
-            self.sessions[change.client_id].awaiting_rel.add(change.packet_id)
+            self._session(change.client_id).awaiting_rel.add(change.packet_id)
         elif isinstance(change, DeleteAwaitingRel):
-            self.sessions[change.client_id].awaiting_rel.discard(change.packet_id)
+            if change.client_id in self.sessions:
+                self.sessions[change.client_id].awaiting_rel.discard(change.packet_id)
         elif isinstance(change, PutWill):
-            self.sessions[change.client_id].will = change.will
-            self.sessions[change.client_id].will_at = change.at
+            self._session(change.client_id).will = change.will
+            self._session(change.client_id).will_at = change.at
         elif isinstance(change, DeleteWill):
-            self.sessions[change.client_id].will = None
-            self.sessions[change.client_id].will_at = None
+            if change.client_id in self.sessions:
+                self.sessions[change.client_id].will = None
+                self.sessions[change.client_id].will_at = None
         elif isinstance(change, PutRetained):
             self.retained[change.message.topic] = change.message
         elif isinstance(change, DeleteRetained):
