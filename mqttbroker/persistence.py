@@ -519,7 +519,7 @@ class Journal:
 
     def record(self, change: Change) -> None:
         """
-        Add a change to the next group.
+        Add a change to the next group, dropping what it makes pointless there.
 
         A delivery that is put and deleted before its group leaves for the store
         (its receiver acknowledged it while the group before was being committed:
@@ -527,9 +527,10 @@ class Journal:
         put, nor its updates, nor the delete are written. The publisher's
         acknowledgement still waits for the group, and the message was already
         acknowledged by its receiver, so nothing is promised that the store would
-        have had to keep. Only changes never handed to
-        the store cancel: a refused group's changes are kept as they are, since the
-        store may have applied them after all.
+        have had to keep. Of several writes of one row (see L{_row_of}) only the
+        last is made. Only changes never handed to the store are dropped: a refused
+        group's changes are kept as they are, since the store may have applied them
+        after all.
         """
         self.recorded += 1
         pending = self._pending
