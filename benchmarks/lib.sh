@@ -9,6 +9,17 @@ listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
 # running, not a zombie (bash may not reap while it runs a trap: no `wait` here, it can hang)
 alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$st" ] && [ "${st#Z}" = "$st" ]; }
 
+# wait up to 30 s for process PID to listen on PORT; fails if it exits or does not
+wait_listening() {
+    local port=$1 pid=$2
+    for _ in $(seq 1 300); do
+        listening "$port" && return 0
+        alive "$pid" || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # the taskset prefix for a CPU list (default: BROKER_CPU); nothing when empty or no taskset
 pin() {
     local cpus=${1-${BROKER_CPU:-}}

@@ -103,11 +103,7 @@ start_mine() {   # [append]: keep the log (restarts), else start a new one
         --listen "tcp:$MINE_PORT:interface=127.0.0.1$MINE_LISTEN_OPTS" $MQTTBROKER_ARGS) </dev/null >>"$MINE_LOG" 2>&1 &
     local pid=$!
     echo "$pid" >"$MINE_PID"
-    for _ in $(seq 1 300); do   # 30 s
-        if listening "$MINE_PORT"; then echo "mine started pid=$pid port=$MINE_PORT"; return 0; fi
-        alive "$pid" || break
-        sleep 0.1
-    done
+    if wait_listening "$MINE_PORT" "$pid"; then echo "mine started pid=$pid port=$MINE_PORT"; return 0; fi
     say "our broker failed to start (see $MINE_LOG):"; tail -15 "$MINE_LOG" >&2
     kill "$pid" 2>/dev/null; rm -f "$MINE_PID"
     return 1

@@ -132,12 +132,9 @@ start_broker() {   # NAME: started with an empty store, listening, pid in BROKER
                 --persistence "$store" --data-dir "$data") </dev/null >>"$log" 2>&1 & ;;
     esac
     BROKER_PID=$!
-    for _ in $(seq 1 300); do
-        listening "$port" && return 0
-        alive "$BROKER_PID" || break
-        sleep 0.1
-    done
+    wait_listening "$port" "$BROKER_PID" && return 0
     say "$name did not start (see $log)"; tail -5 "$log" >&2
+    stop_broker
     return 1
 }
 stop_broker() {

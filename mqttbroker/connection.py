@@ -964,6 +964,11 @@ class ServerConnection:
 
     # -- acknowledgements that promise durability ----------------------------------------
 
+    def _store_mark(self) -> int:
+        """The journal's count of recorded changes, for L{_when_stored} (0 without one)."""
+        journal = self.broker.journal
+        return journal.recorded if journal is not None else 0
+
     def _when_stored(self, mark: int, send: Callable[..., None], *args: Any) -> None:
         """
         Call C{send(stored, *args)} once what changed in the store since C{mark} (the
@@ -1169,16 +1174,12 @@ class ServerConnection:
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         assert self.session is not None
-        journal = self.broker.journal
-        mark = journal.recorded if journal is not None else 0
+        mark = self._store_mark()
         found = self.session.released(packet.packet_id)
-        if journal is None and not self._acks:
-            self._send_pubcomp(True, packet.packet_id, found)
-        else:
-            # The PUBCOMP waits for the identifier's release to be stored: were it
-            # lost in a crash, the client's next message with that identifier would
-            # be taken for a re-sent one and never delivered.
-            self._when_stored(mark, self._send_pubcomp, packet.packet_id, found)
+        # The PUBCOMP waits for the identifier's release to be stored: were it lost
+        # in a crash, the client's next message with that identifier would be taken
+        # for a re-sent one and never delivered.
+        self._when_stored(mark, self._send_pubcomp, packet.packet_id, found)
 
     def _send_pubcomp(self, stored: bool, pid: int, found: bool) -> None:
         if not stored:
@@ -1239,8 +1240,7 @@ class ServerConnection:
         assert session is not None
         broker = self.broker
         level = self.protocol_level
-        journal = broker.journal
-        mark = journal.recorded if journal is not None else 0
+        mark = self._store_mark()
         ids = packet.properties.get(PropertyId.SUBSCRIPTION_IDENTIFIER)
         subscription_id = ids[0] if isinstance(ids, list) and ids else 0
         assert isinstance(subscription_id, int)
@@ -1296,8 +1296,7 @@ class ServerConnection:
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session
         assert session is not None
-        journal = self.broker.journal
-        mark = journal.recorded if journal is not None else 0
+        mark = self._store_mark()
         found = [self.broker.unsubscribe(session, f) for f in packet.topic_filters]
         self._when_stored(mark, self._send_unsuback, packet, found)
 

@@ -541,8 +541,8 @@ class Journal:
             if places is not None:
                 for place in places:
                     pending[place] = None
+                # The put asked for the group already; its waiters still get it.
                 self.absorbed += len(places) + 1
-                self._schedule()
                 return
         elif kind is PutDelivery:
             self._fresh[(change.client_id, change.delivery.seq)] = [len(pending)]  # type: ignore[union-attr]
